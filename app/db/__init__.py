@@ -1,0 +1,1 @@
+"""Database: engines, the identity-binding listener, migrations, the embedded PostgreSQL."""
