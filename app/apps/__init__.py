@@ -1,0 +1,1 @@
+"""Apps: the clients a user has connected (created on first use, pausable)."""

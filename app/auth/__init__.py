@@ -1,0 +1,1 @@
+"""Token verification (personal tokens, Engram's own JWTs, trusted issuers), principal, scopes."""

@@ -1,0 +1,1 @@
+"""Personal access tokens: opaque, prefixed, stored hashed, scoped, expiring, revocable."""

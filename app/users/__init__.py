@@ -1,0 +1,1 @@
+"""Users (created on first authenticated request) and the apps (clients) they connect."""
