@@ -110,6 +110,7 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
                 css_url="/static/swagger/swagger-ui.css",
                 standalone_preset_js_url="/static/swagger/swagger-ui-standalone-preset.js",
                 path="/",
+                favicon="<link rel='icon' href='data:,'>",
             )
         ],
         components=Components(

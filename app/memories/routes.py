@@ -69,7 +69,9 @@ class MemoryController(Controller):
     async def list_memories(
         self,
         ctx: MemoryContext,
-        state: Annotated[list[State] | None, Parameter(description="Default: active and paused")] = None,
+        states: Annotated[
+            list[State] | None, Parameter(query="state", description="Default: active and paused")
+        ] = None,
         tag: Annotated[list[str] | None, Parameter(description="Any of these tags")] = None,
         app_id: uuid.UUID | None = None,
         created_after: datetime | None = None,
@@ -80,7 +82,7 @@ class MemoryController(Controller):
         cursor: str | None = None,
     ) -> Page:
         filters = Filters(
-            tags=tag, app_id=app_id, states=state, created_after=created_after, created_before=created_before
+            tags=tag, app_id=app_id, states=states, created_after=created_after, created_before=created_before
         )
         return await MemoryService(ctx).list(filters=filters, text_filter=q, sort=sort, limit=limit, cursor=cursor)
 
