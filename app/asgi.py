@@ -23,8 +23,7 @@ from app.auth.jwt import JWTVerifier
 from app.auth.kek import load_kek
 from app.auth.keys import KeyStore
 from app.auth.verifier import TokenVerifier
-from app.db.checks import check_dimensions, check_runtime_role, stored_embedding_dimensions
-from app.db.checks import SchemaMismatch
+from app.db.checks import SchemaMismatch, check_dimensions, check_runtime_role, stored_embedding_dimensions
 from app.db.migrate import current_revision, head_revision
 from app.db.session import create_engine, session_factory
 from app.embeddings import Embedder, create_embedder
@@ -54,7 +53,9 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
             "when running the ASGI app yourself, point it at your database."
         )
     engine = create_engine(
-        settings.database_url, pool_size=settings.database_pool_size, max_overflow=settings.database_max_overflow
+        settings.database_url,
+        pool_size=settings.database_pool_size,
+        max_overflow=settings.database_max_overflow,
     )
     sessions = session_factory(engine)
     the_embedder = embedder or create_embedder(settings)
@@ -125,7 +126,9 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
             AccountController,
             health,
             ready,
-            create_static_files_router(path="/static/swagger", directories=[_swagger_assets()], include_in_schema=False),
+            create_static_files_router(
+                path="/static/swagger", directories=[_swagger_assets()], include_in_schema=False
+            ),
         ],
         dependencies={"principal": Provide(provide_principal), "ctx": Provide(provide_memory_context)},
         plugins=[SQLAlchemyPlugin(config=db_config)],

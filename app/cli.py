@@ -50,7 +50,9 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
 
     db = asyncio.run(prepare())
     env_backup = dict(os.environ)
-    os.environ["ENGRAM_DATABASE_URL"] = db.runtime_url
+    # Workers read their settings from the environment: hand them what this command decided.
+    os.environ.update({"ENGRAM_DATABASE_URL": db.runtime_url, "ENGRAM_HOST": host, "ENGRAM_PORT": str(port)})
+    settings = load_settings()
     if db.embedded:
         print(f"Embedded PostgreSQL: {db.embedded.root} (psql: {db.embedded.psql_command('engram_owner', 'engram')})")
     print(f"Engram serves on http://{host}:{port} (public URL {settings.public_url})", flush=True)

@@ -70,11 +70,18 @@ def _from_http_exception(exc: HTTPException) -> ProblemError:
     if isinstance(exc, ValidationException):
         errors = exc.extra if isinstance(exc.extra, list) else []
         fields = [
-            {"field": str(e.get("key", "")), "message": str(e.get("message", ""))} for e in errors if isinstance(e, dict)
+            {"field": str(e.get("key", "")), "message": str(e.get("message", ""))}
+            for e in errors
+            if isinstance(e, dict)
         ]
         detail = "; ".join(f"{f['field']}: {f['message']}" if f["field"] else f["message"] for f in fields)
         return ProblemError(
-            400, "validation", "The request is not valid", detail or str(exc.detail), headers=headers, errors=fields
+            400,
+            "validation",
+            "The request is not valid",
+            detail or str(exc.detail),
+            headers=headers,
+            errors=fields,
         )
     if isinstance(exc, NotFoundException):
         return ProblemError(404, "not-found", "Not found", "Nothing is served at this path.", headers=headers)

@@ -52,7 +52,8 @@ class Settings:
         "http://127.0.0.1:8765",
         doc="The URL people and MCP clients use to reach Engram (scheme, host, optional port and path "
         "prefix, no trailing slash). Every advertised URL (OAuth metadata, resource identifiers, "
-        "connection snippets) is built from it, so set it when Engram runs behind a reverse proxy.",
+        "connection snippets) is built from it, so set it when Engram runs behind a reverse proxy. "
+        "Unset: `http://HOST:PORT` of the server itself.",
     )
     host: str = setting("127.0.0.1", doc="Address the HTTP server binds to.")
     port: int = setting(8765, doc="Port the HTTP server listens on.")
@@ -116,9 +117,7 @@ class Settings:
     )
     embedding_batch_size: int = setting(64, doc="Most texts embedded in one model call or API request.")
     embedding_cache_size: int = setting(2048, doc="Query embeddings kept in memory (least recently used).")
-    embedding_threads: int | None = setting(
-        None, doc="CPU threads for local inference; unset lets torch decide."
-    )
+    embedding_threads: int | None = setting(None, doc="CPU threads for local inference; unset lets torch decide.")
 
     # --- memories and search -------------------------------------------------------------------
     search_exact_max_rows: int = setting(
@@ -131,8 +130,7 @@ class Settings:
     )
     near_duplicate_threshold: float = setting(
         0.92,
-        doc="Cosine similarity at or above which an added memory is reported as a near duplicate of an "
-        "existing one.",
+        doc="Cosine similarity at or above which an added memory is reported as a near duplicate of an existing one.",
     )
     merge_near_duplicates: bool = setting(
         False,
@@ -158,9 +156,7 @@ class Settings:
         "discovery document names it.",
     )
     jwt_leeway_seconds: int = setting(30, doc="Clock skew tolerated on `exp`, `nbf` and `iat`.")
-    jwks_min_refetch_seconds: int = setting(
-        60, doc="An unknown `kid` refetches an issuer's JWKS at most this often."
-    )
+    jwks_min_refetch_seconds: int = setting(60, doc="An unknown `kid` refetches an issuer's JWKS at most this often.")
     jwks_cache_seconds: int = setting(3600, doc="How long a fetched JWKS is trusted before refetching.")
     key_encryption_key: str | None = setting(
         None,
@@ -172,9 +168,7 @@ class Settings:
         "ES256", doc="Algorithm of the signing keys Engram generates for its own tokens."
     )
     access_token_ttl_seconds: int = setting(3600, doc="Lifetime of Engram-issued access tokens.")
-    token_default_days: int = setting(
-        90, doc="Default lifetime of personal access tokens, in days (0 = never expire)."
-    )
+    token_default_days: int = setting(90, doc="Default lifetime of personal access tokens, in days (0 = never expire).")
 
     # ------------------------------------------------------------------------------------------
     @property
@@ -268,6 +262,11 @@ def load_settings(environ: typing.Mapping[str, str] | None = None, dotenv: Path 
         raw = env.get(env_name(f.name))
         if raw is not None:
             values[f.name] = _parse(f.name, raw, hints[f.name])
+    if "public_url" not in values:
+        # Follow the address actually served, so a changed port needs no second setting.
+        host = values.get("host", Settings.host)
+        host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host  # noqa: S104 - comparing, not binding
+        values["public_url"] = f"http://{host}:{values.get('port', Settings.port)}"
     settings = Settings(**values)
     validate(settings)
     return settings

@@ -7,10 +7,12 @@ does; the owner role is only used where a test plays the DBA or the migrator.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -42,13 +44,17 @@ MIGRATION_CONTEXT = migrate.MigrationContext(
 
 
 @pytest.fixture(scope="session")
-def embedded_pg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPostgres]:
-    pg = EmbeddedPostgres(tmp_path_factory.mktemp("pg"))
+def embedded_pg() -> Iterator[EmbeddedPostgres]:
+    # Outside pytest's own temporary tree: another pytest session resets that tree's permissions,
+    # which would lock the postgres system user out of a running cluster.
+    root = Path(tempfile.mkdtemp(prefix="engram-test-pg-"))
+    pg = EmbeddedPostgres(root)
     pg.start()
     try:
         yield pg
     finally:
         pg.stop()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -129,11 +135,22 @@ class LiveServer:
         return self.log_path.read_text(errors="replace")
 
 
-def start_server(env: dict[str, str], log_path: Path, *, wait_ready: bool = True, timeout: float = 120) -> LiveServer:
-    """`engram serve` in a subprocess on a free loopback port; waits for /ready."""
+def start_server(
+    env: dict[str, str],
+    log_path: Path,
+    *,
+    wait_ready: bool = True,
+    timeout: float = 120,
+    clean: bool = False,
+    cwd: Path | None = None,
+) -> LiveServer:
+    """`engram serve` in a subprocess on a free loopback port; waits for /ready.
+
+    With `clean`, `env` replaces the test process's environment instead of extending it.
+    """
     port = free_port()
     full_env = {
-        **os.environ,
+        **({} if clean else os.environ),
         "ENGRAM_PORT": str(port),
         "ENGRAM_HOST": "127.0.0.1",
         "ENGRAM_PUBLIC_URL": f"http://127.0.0.1:{port}",
@@ -142,7 +159,7 @@ def start_server(env: dict[str, str], log_path: Path, *, wait_ready: bool = True
     }
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "app", "serve"], env=full_env, stdout=log, stderr=subprocess.STDOUT
+            [sys.executable, "-m", "app", "serve"], env=full_env, stdout=log, stderr=subprocess.STDOUT, cwd=cwd
         )
     server = LiveServer(f"http://127.0.0.1:{port}", process, log_path)
     if not wait_ready:
@@ -174,12 +191,12 @@ def stop_server(server: LiveServer, timeout: float = 30) -> int:
 
 
 @pytest.fixture(scope="session")
-def live_server(db_urls: EmbeddedUrls, data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+def live_server(
+    db_urls: EmbeddedUrls, data_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LiveServer]:
     """Engram served by granian over real HTTP, connected as the restricted runtime role."""
     log_path = tmp_path_factory.mktemp("server") / "engram.log"
-    server = start_server(
-        {"ENGRAM_DATABASE_URL": db_urls.runtime, "ENGRAM_DATA_DIR": str(data_dir)}, log_path
-    )
+    server = start_server({"ENGRAM_DATABASE_URL": db_urls.runtime, "ENGRAM_DATA_DIR": str(data_dir)}, log_path)
     try:
         yield server
     finally:

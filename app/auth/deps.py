@@ -63,13 +63,13 @@ async def provide_principal(request: Request[Any, Any, Any]) -> Principal:
         slug = {401: "invalid-token", 403: "access-denied", 503: "issuer-unavailable"}[failure.status]
         raise ProblemError(failure.status, slug, "Not authenticated", failure.description, headers=headers) from None
     if needed and not principal.has(needed):
-        failure = AuthFailure(403, "insufficient_scope", f"This operation needs the {needed} scope.")
+        missing = AuthFailure(403, "insufficient_scope", f"This operation needs the {needed} scope.")
         raise ProblemError(
             403,
             "insufficient-scope",
             "Insufficient scope",
             f"This operation needs the {needed} scope; the token has {' '.join(sorted(principal.scopes)) or 'none'}.",
-            headers={"WWW-Authenticate": _challenge(services, failure, needed)},
+            headers={"WWW-Authenticate": _challenge(services, missing, needed)},
             required_scope=needed,
         )
     return principal

@@ -166,9 +166,7 @@ class JWTVerifier:
         url = issuer.issuer.rstrip("/") + "/.well-known/openid-configuration"
         document = await self._get_json(issuer, url, "discovery document")
         if not isinstance(document, dict) or not isinstance(document.get("jwks_uri"), str):
-            raise IssuerUnavailable(
-                f"the discovery document of issuer {issuer.issuer!r} at {url} has no jwks_uri"
-            )
+            raise IssuerUnavailable(f"the discovery document of issuer {issuer.issuer!r} at {url} has no jwks_uri")
         if document.get("issuer") != issuer.issuer:
             raise IssuerUnavailable(
                 f"the discovery document at {url} names the issuer {_show(document.get('issuer'))}, "
@@ -228,9 +226,7 @@ def _read(
     raw_scope = claims.get(scope_claim)
     if raw_scope is None:
         granted = scopes.parse(default_scopes)
-    elif isinstance(raw_scope, str) or (
-        isinstance(raw_scope, list) and all(isinstance(s, str) for s in raw_scope)
-    ):
+    elif isinstance(raw_scope, str) or (isinstance(raw_scope, list) and all(isinstance(s, str) for s in raw_scope)):
         granted = scopes.parse(raw_scope)
     else:
         raise TokenInvalid(f"the token's {scope_claim} claim is neither a string nor a list of strings")
@@ -238,9 +234,7 @@ def _read(
     candidates = [claims.get("client_id"), claims.get("azp"), aud if isinstance(aud, str) else aud[0]]
     client_id = next((c for c in candidates if isinstance(c, str) and c), "")
     subject = claims.get("sub")
-    return VerifiedToken(
-        issuer, subject if isinstance(subject, str) else None, email, granted, client_id, claims
-    )
+    return VerifiedToken(issuer, subject if isinstance(subject, str) else None, email, granted, client_id, claims)
 
 
 def _show(value: object, limit: int = 120) -> str:

@@ -118,8 +118,7 @@ class KeyStore:
     async def verification_key(self, kid: str) -> jwt.PyJWK | None:
         key = self._find(await self._current(), kid)
         if key is None and (
-            self._lock.locked()
-            or time.monotonic() - self._unknown_kid_reload_at >= _UNKNOWN_KID_RELOAD_SECONDS
+            self._lock.locked() or time.monotonic() - self._unknown_kid_reload_at >= _UNKNOWN_KID_RELOAD_SECONDS
         ):
             self._unknown_kid_reload_at = time.monotonic()
             await self._reload()
@@ -158,8 +157,7 @@ class KeyStore:
                     )
                 ).all()
             self._keys = [
-                _Key(r.kid, r.public_jwk, jwt.PyJWK(r.public_jwk), r.private_key_encrypted, r.retired_at)
-                for r in rows
+                _Key(r.kid, r.public_jwk, jwt.PyJWK(r.public_jwk), r.private_key_encrypted, r.retired_at) for r in rows
             ]
             live = {k.kid for k in self._keys}
             self._private = {kid: v for kid, v in self._private.items() if kid in live}

@@ -26,4 +26,3 @@ def parse(raw: str | Iterable[str] | None) -> frozenset[str]:
         return frozenset()
     items = raw.split() if isinstance(raw, str) else list(raw)
     return expand(items)
-

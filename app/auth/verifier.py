@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.auth import scopes as scope_names
 from app.auth.jwt import IssuerUnavailable, JWTVerifier, TokenInvalid
-from app.auth.principal import Principal
+from app.auth.principal import Principal, TokenKind
 from app.settings import Settings
 from app.tokens import service as tokens
 
@@ -61,7 +61,9 @@ class TokenVerifier:
             principal = await self._jwt(token, audiences)
         if not email_allowed(self.settings, principal.email):
             raise AuthFailure(
-                403, "access_denied", f"{principal.email} is not on this server's list of allowed users or domains."
+                403,
+                "access_denied",
+                f"{principal.email} is not on this server's list of allowed users or domains.",
             )
         return principal
 
@@ -88,7 +90,9 @@ class TokenVerifier:
         except IssuerUnavailable as exc:
             log.warning("token issuer unavailable", reason=str(exc))
             raise AuthFailure(
-                503, "temporarily_unavailable", "The token's issuer cannot be reached to check it; try again shortly."
+                503,
+                "temporarily_unavailable",
+                "The token's issuer cannot be reached to check it; try again shortly.",
             ) from None
         email = normalise_email(verified.email)
         if email is None:
@@ -98,7 +102,7 @@ class TokenVerifier:
                 "The token carries no usable email claim; Engram keys every user on their email address "
                 "(ask the operator to map an email claim into the token).",
             )
-        kind = "engram" if verified.issuer == self.settings.issuer else "external"
+        kind: TokenKind = "engram" if verified.issuer == self.settings.issuer else "external"
         return Principal(
             email=email,
             scopes=verified.scopes,

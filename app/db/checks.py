@@ -5,7 +5,14 @@ from __future__ import annotations
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-USER_OWNED_TABLES = ("users", "apps", "memories", "memory_history", "memory_access_log", "personal_access_tokens")
+USER_OWNED_TABLES = (
+    "users",
+    "apps",
+    "memories",
+    "memory_history",
+    "memory_access_log",
+    "personal_access_tokens",
+)
 
 
 class UnsafeDatabaseRole(RuntimeError):

@@ -153,9 +153,7 @@ class OpenAIEmbedder(Embedder):
                 f"the embedding API at {self.url} did not answer with OpenAI embeddings JSON ({exc!r})"
             ) from exc
         if rows.ndim != 2 or rows.shape[0] != count:
-            raise EmbeddingError(
-                f"the embedding API at {self.url} returned {len(items)} vectors for {count} texts"
-            )
+            raise EmbeddingError(f"the embedding API at {self.url} returned {len(items)} vectors for {count} texts")
         if self._dimensions is not None and rows.shape[1] != self._dimensions:
             source = (
                 f"ENGRAM_EMBEDDING_DIMENSIONS is {self._dimensions}"

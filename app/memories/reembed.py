@@ -36,8 +36,7 @@ async def _has_column(conn: AsyncConnection, column: str) -> bool:
     return bool(
         await conn.scalar(
             text(
-                "SELECT 1 FROM pg_attribute WHERE attrelid = 'memories'::regclass "
-                "AND attname = :c AND NOT attisdropped"
+                "SELECT 1 FROM pg_attribute WHERE attrelid = 'memories'::regclass AND attname = :c AND NOT attisdropped"
             ),
             {"c": column},
         )
@@ -84,9 +83,12 @@ async def reembed(
         meta = await _meta(conn)
         in_progress = await _has_column(conn, "embedding_next")
         target = f"{model}:{dims}"
-        if not in_progress and not force and meta.get("embedding_model") == model and meta.get(
-            "embedding_dimensions"
-        ) == str(dims):
+        if (
+            not in_progress
+            and not force
+            and meta.get("embedding_model") == model
+            and meta.get("embedding_dimensions") == str(dims)
+        ):
             return ReembedReport(model, dims, 0, already_current=True)
         if in_progress and meta.get("reembed_target") != target:
             # A different model was being prepared: start over for this one.
@@ -94,7 +96,10 @@ async def reembed(
             in_progress = False
         if not in_progress:
             await conn.execute(
-                text(f"ALTER TABLE memories ADD COLUMN embedding_next vector({int(dims)}), ADD COLUMN embedding_next_hash text")
+                text(
+                    f"ALTER TABLE memories ADD COLUMN embedding_next vector({int(dims)}), "
+                    "ADD COLUMN embedding_next_hash text"
+                )
             )
             await conn.execute(
                 text(

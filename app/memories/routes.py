@@ -84,7 +84,9 @@ class MemoryController(Controller):
         filters = Filters(
             tags=tag, app_id=app_id, states=states, created_after=created_after, created_before=created_before
         )
-        return await MemoryService(ctx).list(filters=filters, text_filter=q, sort=sort, limit=limit, cursor=cursor)
+        return await MemoryService(ctx).list_memories(
+            filters=filters, text_filter=q, sort=sort, limit=limit, cursor=cursor
+        )
 
     @get("/{memory_id:uuid}", opt={"scope": READ}, summary="Get a memory")
     async def get_memory(self, ctx: MemoryContext, memory_id: uuid.UUID) -> MemoryOut:
@@ -167,6 +169,6 @@ class OverviewController(Controller):
         summary="Import JSON lines (re-embeds every memory)",
         request_max_body_size=MAX_IMPORT_BYTES,
     )
-    async def import_memories(self, ctx: MemoryContext, request: Request) -> ImportReport:  # type: ignore[type-arg]
+    async def import_memories(self, ctx: MemoryContext, request: Request) -> ImportReport:
         body = await request.body()
         return await MemoryService(ctx).import_lines(body.splitlines())

@@ -64,9 +64,7 @@ async def nearest(
     return sorted(((r.id, float(r.d)) for r in rows), key=lambda pair: pair[1])
 
 
-async def keyword(
-    session: AsyncSession, query: str, n: int, clauses: list[ColumnElement[bool]]
-) -> list[uuid.UUID]:
+async def keyword(session: AsyncSession, query: str, n: int, clauses: list[ColumnElement[bool]]) -> list[uuid.UUID]:
     """Full-text matches (English stemming, web-search syntax), best ranked first."""
     tsquery = func.websearch_to_tsquery(literal_column("'english'::regconfig"), query)
     rank = func.ts_rank_cd(Memory.content_tsv, tsquery)

@@ -24,8 +24,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from uuid_utils.compat import uuid7
 
-from app.db.session import Identity
 from app.db.models import App, Memory, MemoryAccess, MemoryHistory
+from app.db.session import Identity
 from app.embeddings import Embedder
 from app.memories import search
 from app.memories.schemas import (
@@ -298,7 +298,7 @@ class MemoryService:
         await self._log_access([h.memory.id for h in hits], "search")
         return SearchResult(hits=hits, mode=mode)
 
-    async def list(
+    async def list_memories(
         self,
         *,
         filters: Filters | None = None,
@@ -360,7 +360,12 @@ class MemoryService:
         )
         apps = await self._apps(r.app_id for r in rows)
         return [
-            AccessEntry(operation=r.operation, at=r.at, app=apps.get(r.app_id) if r.app_id else None, client_id=r.client_id)
+            AccessEntry(
+                operation=r.operation,
+                at=r.at,
+                app=apps.get(r.app_id) if r.app_id else None,
+                client_id=r.client_id,
+            )
             for r in rows
         ]
 
@@ -457,8 +462,7 @@ class MemoryService:
             r.day: r.n
             for r in await self.session.execute(
                 text(
-                    "SELECT created_at::date AS day, count(*) AS n FROM memories "
-                    "WHERE created_at >= :since GROUP BY 1"
+                    "SELECT created_at::date AS day, count(*) AS n FROM memories WHERE created_at >= :since GROUP BY 1"
                 ),
                 {"since": since},
             )
@@ -478,7 +482,9 @@ class MemoryService:
             total=sum(by_state.values()),
             by_state={s: by_state.get(s, 0) for s in ("active", "paused", "archived")},
             apps=apps,
-            last_30_days=[DailyCount(day=d.isoformat(), added=added.get(d, 0), accessed=accessed.get(d, 0)) for d in days],
+            last_30_days=[
+                DailyCount(day=d.isoformat(), added=added.get(d, 0), accessed=accessed.get(d, 0)) for d in days
+            ],
         )
 
     # --- export / import -------------------------------------------------------------------
@@ -571,4 +577,3 @@ def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
         return datetime.fromisoformat(at), uuid.UUID(memory_id)
     except (ValueError, TypeError, msgspec.DecodeError):
         raise bad_request("The cursor is not one this server issued; start again without it.") from None
-

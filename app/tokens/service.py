@@ -16,7 +16,7 @@ from app.auth import scopes as scope_names
 from app.db.models import PersonalAccessToken
 from app.problems import bad_request, not_found
 
-TOKEN_PREFIX = "egm_"
+TOKEN_PREFIX = "egm_"  # noqa: S105 - a recognisable prefix, not a secret
 MAX_NAME = 100
 
 

@@ -43,9 +43,7 @@ async def http() -> AsyncIterator[httpx.AsyncClient]:
 
 @pytest.fixture
 def verifier_settings(settings: Settings, issuer_server: IssuerServer) -> Settings:
-    return settings.replace(
-        trusted_issuers=[TrustedIssuer(issuer=issuer_server.issuer, audiences=[CLIENT_ID])]
-    )
+    return settings.replace(trusted_issuers=[TrustedIssuer(issuer=issuer_server.issuer, audiences=[CLIENT_ID])])
 
 
 @pytest.fixture

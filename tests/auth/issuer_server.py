@@ -60,9 +60,7 @@ class IssuerServer:
         self.issuer = f"{self.base}/application/o/{slug}/"
         self.discovery_path = f"/application/o/{slug}/.well-known/openid-configuration"
         self.jwks_path = f"/application/o/{slug}/jwks/"
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
 
     def start(self) -> None:
         self._thread.start()

@@ -48,13 +48,9 @@ async def _refused(verifier: JWTVerifier, token: str, audiences: list[str] | Non
 
 
 @pytest.mark.parametrize("alg", ["RS256", "ES256", "EdDSA"])
-async def test_valid_tokens_of_each_algorithm(
-    verifier: JWTVerifier, issuer_server: IssuerServer, alg: str
-) -> None:
+async def test_valid_tokens_of_each_algorithm(verifier: JWTVerifier, issuer_server: IssuerServer, alg: str) -> None:
     kid = issuer_server.add_key(alg, f"key-{alg}")
-    verified = await verifier.verify(
-        issuer_server.token(kid, email="  Alice@Example.COM "), audiences=["ignored"]
-    )
+    verified = await verifier.verify(issuer_server.token(kid, email="  Alice@Example.COM "), audiences=["ignored"])
     assert verified.issuer == issuer_server.issuer
     assert verified.subject == "hashed-subject-1"
     assert verified.email == "alice@example.com"
@@ -64,13 +60,9 @@ async def test_valid_tokens_of_each_algorithm(
     assert verified.claims["azp"] == CLIENT_ID
 
 
-async def test_scope_claim_and_client_id_from_the_audience(
-    verifier: JWTVerifier, issuer_server: IssuerServer
-) -> None:
+async def test_scope_claim_and_client_id_from_the_audience(verifier: JWTVerifier, issuer_server: IssuerServer) -> None:
     kid = issuer_server.add_key("RS256", "k1")
-    token = issuer_server.token(
-        kid, scope="openid memories:read", azp=None, aud=["other", CLIENT_ID], email=None
-    )
+    token = issuer_server.token(kid, scope="openid memories:read", azp=None, aud=["other", CLIENT_ID], email=None)
     verified = await verifier.verify(token, audiences=[])
     assert verified.scopes == frozenset({scopes.READ})
     assert verified.client_id == "other"
@@ -110,9 +102,7 @@ async def test_unknown_issuer(verifier: JWTVerifier, issuer_server: IssuerServer
     assert issuer_server.hits[issuer_server.jwks_path] == 0
 
 
-async def test_issuer_differing_by_a_trailing_slash(
-    verifier: JWTVerifier, issuer_server: IssuerServer
-) -> None:
+async def test_issuer_differing_by_a_trailing_slash(verifier: JWTVerifier, issuer_server: IssuerServer) -> None:
     kid = issuer_server.add_key("RS256", "k1")
     message = await _refused(verifier, issuer_server.token(kid, iss=issuer_server.issuer.rstrip("/")))
     assert "differs only by a trailing slash" in message
@@ -136,9 +126,7 @@ async def test_hs256_with_the_public_key_as_secret(
 ) -> None:
     issuer_server.add_key("RS256", "k1")
     _, private = issuer_server.keys["k1"]
-    pem = private.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
+    pem = private.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     token = _handmade({"alg": "HS256", "typ": "JWT", "kid": "k1"}, issuer_server.claims(), pem)
     assert await _refused(verifier, token) == HS256_MESSAGE
 
@@ -155,14 +143,10 @@ async def test_hs256_with_the_public_key_as_secret(
         "email": "a@example.com",
     }
     own = _handmade({"alg": "HS256", "typ": "at+jwt", "kid": jwk["kid"]}, claims, own_pem)
-    assert "algorithm 'HS256' is not accepted" in await _refused(
-        verifier, own, [verifier_settings.mcp_resource]
-    )
+    assert "algorithm 'HS256' is not accepted" in await _refused(verifier, own, [verifier_settings.mcp_resource])
 
 
-async def test_hs256_from_a_trusted_issuer_names_the_fix(
-    verifier: JWTVerifier, issuer_server: IssuerServer
-) -> None:
+async def test_hs256_from_a_trusted_issuer_names_the_fix(verifier: JWTVerifier, issuer_server: IssuerServer) -> None:
     token = jwt.encode(issuer_server.claims(), "the-client-secret-of-authentik-0123", algorithm="HS256")
     assert await _refused(verifier, token) == HS256_MESSAGE
     assert issuer_server.hits[issuer_server.jwks_path] == 0
@@ -189,13 +173,9 @@ async def test_unknown_kid_refetches_once_within_the_interval(
     assert issuer_server.hits[issuer_server.jwks_path] == 2
 
 
-async def test_concurrent_requests_share_one_fetch(
-    verifier: JWTVerifier, issuer_server: IssuerServer
-) -> None:
+async def test_concurrent_requests_share_one_fetch(verifier: JWTVerifier, issuer_server: IssuerServer) -> None:
     kid = issuer_server.add_key("ES256", "k1")
-    results = await asyncio.gather(
-        *(verifier.verify(issuer_server.token(kid), audiences=[]) for _ in range(10))
-    )
+    results = await asyncio.gather(*(verifier.verify(issuer_server.token(kid), audiences=[]) for _ in range(10)))
     assert {r.email for r in results} == {"alice@example.com"}
     assert issuer_server.hits[issuer_server.jwks_path] == 1
 
@@ -271,9 +251,7 @@ async def test_discovery_naming_another_issuer(verifier: JWTVerifier, issuer_ser
         await verifier.verify(issuer_server.token(kid), audiences=[])
 
 
-async def test_issuer_timeout(
-    verifier_settings: Settings, key_store: KeyStore, issuer_server: IssuerServer
-) -> None:
+async def test_issuer_timeout(verifier_settings: Settings, key_store: KeyStore, issuer_server: IssuerServer) -> None:
     kid = issuer_server.add_key("RS256", "k1")
     issuer_server.stall = True
     async with httpx.AsyncClient(timeout=0.2) as http:
@@ -314,9 +292,5 @@ async def test_engram_tokens(verifier: JWTVerifier, key_store: KeyStore, verifie
     signed = await key_store.sign(claims, headers={"kid": "nope", "alg": "HS256"})
     await verifier.verify(signed, audiences=[verifier_settings.mcp_resource])
     # A key Engram never had, even under a plausible header.
-    forged = jwt.encode(
-        claims, generate_key("ES256"), algorithm="ES256", headers={"kid": "nope", "typ": "at+jwt"}
-    )
-    assert "no signing key with kid 'nope'" in await _refused(
-        verifier, forged, [verifier_settings.mcp_resource]
-    )
+    forged = jwt.encode(claims, generate_key("ES256"), algorithm="ES256", headers={"kid": "nope", "typ": "at+jwt"})
+    assert "no signing key with kid 'nope'" in await _refused(verifier, forged, [verifier_settings.mcp_resource])

@@ -66,9 +66,7 @@ async def test_sign_sets_kid_typ_and_publishes_the_key(key_store: KeyStore, sett
     assert (await _verify(settings, key_store, token))["email"] == "c@example.com"
 
 
-async def test_a_second_instance_reuses_the_existing_key(
-    sessions: Sessions, kek: bytes, settings: Settings
-) -> None:
+async def test_a_second_instance_reuses_the_existing_key(sessions: Sessions, kek: bytes, settings: Settings) -> None:
     first = _store(sessions, kek, settings)
     await first.ensure_active_key()
     before = await _active_kids(sessions)
@@ -91,9 +89,7 @@ async def test_concurrent_first_starts_create_exactly_one_key(
         assert jwt.get_unverified_header(await replica.sign(_claims(settings)))["kid"] == active[0]
 
 
-async def test_rotation_keeps_earlier_tokens_valid(
-    sessions: Sessions, key_store: KeyStore, settings: Settings
-) -> None:
+async def test_rotation_keeps_earlier_tokens_valid(sessions: Sessions, key_store: KeyStore, settings: Settings) -> None:
     await key_store.ensure_active_key()
     old_token = await key_store.sign(_claims(settings))
     old_kid = jwt.get_unverified_header(old_token)["kid"]
@@ -114,9 +110,7 @@ async def test_eddsa_keys(sessions: Sessions, kek: bytes, settings: Settings) ->
     await _verify(settings, _store(sessions, kek, settings), token)
 
 
-async def test_another_replicas_new_key_becomes_verifiable(
-    sessions: Sessions, kek: bytes, settings: Settings
-) -> None:
+async def test_another_replicas_new_key_becomes_verifiable(sessions: Sessions, kek: bytes, settings: Settings) -> None:
     here, there = _store(sessions, kek, settings), _store(sessions, kek, settings)
     await here.ensure_active_key()
     await there.ensure_active_key()
@@ -145,9 +139,7 @@ async def test_private_keys_are_stored_encrypted(
     async with sessions() as session:
         row = (
             await session.execute(
-                text(
-                    "SELECT private_key_encrypted, public_jwk::text AS jwk FROM signing_keys WHERE kid = :kid"
-                ),
+                text("SELECT private_key_encrypted, public_jwk::text AS jwk FROM signing_keys WHERE kid = :kid"),
                 {"kid": kid},
             )
         ).one()

@@ -12,8 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from uuid_utils.compat import uuid7
 
 from app.db.bootstrap import EmbeddedUrls
-from app.db.embedded import EmbeddedPostgres
 from app.db.checks import UnsafeDatabaseRole, check_runtime_role
+from app.db.embedded import EmbeddedPostgres
 from app.db.session import Identity, bind, bound_session, create_engine, session_factory
 
 ALICE = "alice.iso@example.com"
@@ -56,10 +56,14 @@ async def test_each_user_sees_only_their_rows(sessions: async_sessionmaker[Async
         assert bob_id in ids
         assert alice_id not in ids
         # Neither update nor delete reaches another user's row.
-        assert (await s.execute(text("UPDATE memories SET content = 'x' WHERE id = :id"), {"id": alice_id})).rowcount == 0  # type: ignore[attr-defined]
+        assert (
+            await s.execute(text("UPDATE memories SET content = 'x' WHERE id = :id"), {"id": alice_id})
+        ).rowcount == 0  # type: ignore[attr-defined]
         assert (await s.execute(text("DELETE FROM memories WHERE id = :id"), {"id": alice_id})).rowcount == 0  # type: ignore[attr-defined]
     async with bound_session(sessions, Identity(ALICE)) as s:
-        assert await s.scalar(text("SELECT content FROM memories WHERE id = :id"), {"id": alice_id}) == "alice secret plan"
+        assert (
+            await s.scalar(text("SELECT content FROM memories WHERE id = :id"), {"id": alice_id}) == "alice secret plan"
+        )
 
 
 async def test_cannot_write_rows_for_someone_else(sessions: async_sessionmaker[AsyncSession]) -> None:
@@ -136,7 +140,9 @@ async def test_runtime_role_cannot_write_or_rewrite_the_audit(
         assert subjects == {BOB}
 
 
-async def test_auditor_reads_every_users_audit(sessions: async_sessionmaker[AsyncSession], db_urls: EmbeddedUrls) -> None:
+async def test_auditor_reads_every_users_audit(
+    sessions: async_sessionmaker[AsyncSession], db_urls: EmbeddedUrls
+) -> None:
     await _add(sessions, ALICE, "for the auditor a")
     await _add(sessions, BOB, "for the auditor b")
     engine = create_engine(db_urls.auditor, pool_size=1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from sqlalchemy import text
 
 from app.db import migrate
@@ -45,12 +46,8 @@ async def test_failing_revision_leaves_nothing_behind(embedded_pg: EmbeddedPostg
         embedding_dimensions=384,
         embedding_model="m",
     )
-    try:
+    with pytest.raises(RuntimeError, match="does not exist"):
         await migrate.upgrade(urls.admin, broken)
-    except RuntimeError as exc:
-        assert "does not exist" in str(exc)
-    else:
-        raise AssertionError("the upgrade should have failed")
     assert await _tables(urls.admin) == set()
 
 
@@ -74,5 +71,6 @@ async def test_every_user_owned_table_forces_rls(db_urls: EmbeddedUrls) -> None:
         await engine.dispose()
     assert len(rows) == len(USER_OWNED_TABLES)
     for row in rows:
-        assert row.relrowsecurity and row.relforcerowsecurity, row.relname
+        assert row.relrowsecurity, row.relname
+        assert row.relforcerowsecurity, row.relname
         assert row.owner_indexed, f"{row.relname} has no btree leading with its owner column"

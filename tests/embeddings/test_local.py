@@ -61,18 +61,14 @@ async def test_similar_sentences_are_closer_than_unrelated_ones(embedder: LocalE
     assert float(coffee @ favourite) > float(favourite @ train) + 0.3
 
 
-async def test_query_cache_hit_makes_no_model_call(
-    embedder: LocalEmbedder, model_calls: list[list[str]]
-) -> None:
+async def test_query_cache_hit_makes_no_model_call(embedder: LocalEmbedder, model_calls: list[list[str]]) -> None:
     first = await embedder.embed_query("where did I park the car?")
     second = await embedder.embed_query("where did I park the car?")
     assert second is first
     assert model_calls == [["where did I park the car?"]]
 
 
-async def test_concurrent_queries_share_model_calls(
-    embedder: LocalEmbedder, model_calls: list[list[str]]
-) -> None:
+async def test_concurrent_queries_share_model_calls(embedder: LocalEmbedder, model_calls: list[list[str]]) -> None:
     texts = [f"concurrent question number {i}" for i in range(20)]
     vectors = await asyncio.gather(*(embedder.embed_query(text) for text in texts))
     assert len(model_calls) < 20

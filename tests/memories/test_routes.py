@@ -51,15 +51,15 @@ async def test_add_search_get_update_delete(api: httpx.AsyncClient, alice: str) 
 
     for mode in ("hybrid", "semantic"):
         found = await api.post(
-            "/api/v1/memories/search", json={"query": "what coffee do I like?", "mode": mode}, headers=auth(alice)
+            "/api/v1/memories/search",
+            json={"query": "what coffee do I like?", "mode": mode},
+            headers=auth(alice),
         )
         assert found.status_code == 200, found.text
         hits = found.json()["hits"]
         assert hits[0]["memory"]["id"] == memory["id"]
         assert hits[0]["similarity"] > 0.5
-    keyword = await api.post(
-        "/api/v1/memories/search", json={"query": "Miso", "mode": "keyword"}, headers=auth(alice)
-    )
+    keyword = await api.post("/api/v1/memories/search", json={"query": "Miso", "mode": "keyword"}, headers=auth(alice))
     assert [h["memory"]["content"] for h in keyword.json()["hits"]] == ["My cat is called Miso"]
 
     got = await api.get(f"/api/v1/memories/{memory['id']}", headers=auth(alice))
@@ -72,7 +72,9 @@ async def test_add_search_get_update_delete(api: httpx.AsyncClient, alice: str) 
     assert updated.json()["content"] == "I prefer green tea now"
     # Re-embedded: the new text is found by meaning.
     found = await api.post(
-        "/api/v1/memories/search", json={"query": "which tea do I drink", "mode": "semantic"}, headers=auth(alice)
+        "/api/v1/memories/search",
+        json={"query": "which tea do I drink", "mode": "semantic"},
+        headers=auth(alice),
     )
     assert found.json()["hits"][0]["memory"]["id"] == memory["id"]
 
@@ -120,9 +122,7 @@ async def test_state_changes_and_filters(api: httpx.AsyncClient, alice: str) -> 
         await api.get("/api/v1/memories", params={"tag": "work", "state": "archived"}, headers=auth(alice))
     ).json()
     assert [m["id"] for m in listed["items"]] == [b["id"]]
-    search = (
-        await api.post("/api/v1/memories/search", json={"query": "Project Heron"}, headers=auth(alice))
-    ).json()
+    search = (await api.post("/api/v1/memories/search", json={"query": "Project Heron"}, headers=auth(alice))).json()
     assert b["id"] not in [h["memory"]["id"] for h in search["hits"]]
     history = (await api.get(f"/api/v1/memories/{b['id']}/history", headers=auth(alice))).json()
     assert history[-1] == {**history[-1], "event": "state", "from_state": "active", "to_state": "archived"}
@@ -294,7 +294,12 @@ async def test_bad_input_gets_problem_details_not_500(api: httpx.AsyncClient, al
         ("POST", "/api/v1/memories", json.dumps({"text": "x" * 20001}).encode(), 400),
         ("POST", "/api/v1/memories", json.dumps({"text": "ok", "id": str(uuid.uuid4())}).encode(), 400),
         ("POST", "/api/v1/memories", json.dumps({"text": "ok", "tags": ["x" * 65]}).encode(), 400),
-        ("POST", "/api/v1/memories", json.dumps({"text": "ok", "metadata": {"k": "v" * 20000}}).encode(), 400),
+        (
+            "POST",
+            "/api/v1/memories",
+            json.dumps({"text": "ok", "metadata": {"k": "v" * 20000}}).encode(),
+            400,
+        ),
         ("POST", "/api/v1/memories/search", json.dumps({"query": "x", "limit": 1000}).encode(), 400),
         ("POST", "/api/v1/memories/search", json.dumps({"query": "   "}).encode(), 400),
         ("POST", "/api/v1/memories/delete", json.dumps({"ids": ["nope"]}).encode(), 400),
@@ -336,7 +341,9 @@ async def test_export_then_import_round_trip(
     assert len(result["errors"]) == 2
     again = (await api.post("/api/v1/import", content=exported.text.encode(), headers=auth(target))).json()
     assert again == {"imported": 0, "skipped_duplicates": 2, "errors": []}
-    found = await api.post("/api/v1/memories/search", json={"query": "where is the wifi password"}, headers=auth(target))
+    found = await api.post(
+        "/api/v1/memories/search", json={"query": "where is the wifi password"}, headers=auth(target)
+    )
     hit = found.json()["hits"][0]["memory"]
     assert hit["tags"] == ["home"]
     assert hit["metadata"] == {"k": 1}
@@ -362,7 +369,9 @@ async def test_tokens_api_shows_the_secret_once_and_never_widens_scopes(
     email = uniq("tokens")
     writer = await make_token(sessions, email, ["memories:write"])
     created = await api.post(
-        "/api/v1/tokens", json={"name": "cursor", "scopes": ["memories:read"], "expires_in_days": 7}, headers=auth(writer)
+        "/api/v1/tokens",
+        json={"name": "cursor", "scopes": ["memories:read"], "expires_in_days": 7},
+        headers=auth(writer),
     )
     assert created.status_code == 201
     secret = created.json()["token"]
@@ -379,7 +388,8 @@ async def test_openapi_and_its_ui_are_served_without_a_cdn(api: httpx.AsyncClien
     schema = (await api.get("/schema/openapi.json")).json()
     assert "/api/v1/memories/search" in schema["paths"]
     page = (await api.get("/schema/")).text
-    assert "https://" not in page and "http://" not in page.replace("http://127.0.0.1", "")
+    assert "https://" not in page
+    assert "http://" not in page.replace("http://127.0.0.1", "")
     asset = await api.get("/static/swagger/swagger-ui-bundle.js")
     assert asset.status_code == 200
     assert len(asset.content) > 100_000
