@@ -71,7 +71,12 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
                 "run `engram db upgrade` (with ENGRAM_DATABASE_ADMIN_URL set to the owner role)."
             )
         await the_embedder.start()
-        check_dimensions(await stored_embedding_dimensions(engine), the_embedder.dimensions, the_embedder.model)
+        check_embedding_model(
+            await stored_embedding_model(engine),
+            await stored_embedding_dimensions(engine),
+            the_embedder.dimensions,
+            the_embedder.model,
+        )
         http = httpx.AsyncClient(timeout=httpx.Timeout(10.0), follow_redirects=False)
         keys = KeyStore(sessions, load_kek(settings), settings.signing_algorithm, settings.access_token_ttl_seconds)
         await keys.ensure_active_key()

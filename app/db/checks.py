@@ -65,6 +65,12 @@ async def check_runtime_role(engine: AsyncEngine) -> None:
             )
 
 
+async def stored_embedding_model(engine: AsyncEngine) -> str | None:
+    """The model every stored vector was made with (recorded at initialisation and by `engram reembed`)."""
+    async with engine.connect() as conn:
+        return await conn.scalar(text("SELECT value FROM engram_meta WHERE key = 'embedding_model'"))
+
+
 async def stored_embedding_dimensions(engine: AsyncEngine) -> int:
     """The dimension the memories.embedding column was created with."""
     async with engine.connect() as conn:
@@ -81,7 +87,14 @@ async def stored_embedding_dimensions(engine: AsyncEngine) -> int:
     return int(typmod)
 
 
-def check_dimensions(stored: int, configured: int, model: str) -> None:
+def check_embedding_model(stored_model: str | None, stored: int, configured: int, model: str) -> None:
+    """Vectors from two models are not comparable: refuse to mix them, and say how to move."""
+    if stored == configured and stored_model not in (None, model):
+        raise SchemaMismatch(
+            f"The stored memories were embedded with {stored_model!r} but the configured model is {model!r}. "
+            f"Their vectors are not comparable: set ENGRAM_EMBEDDING_MODEL={stored_model} again, or move every "
+            "memory to the new model with `engram reembed`, then start the server again."
+        )
     if stored != configured:
         raise SchemaMismatch(
             f"The database stores {stored}-dimensional embeddings but the configured embedding model "

@@ -287,7 +287,7 @@ class MemoryService:
                 await self.session.execute(
                     select(Memory.id, Memory.embedding.cosine_distance(vector)).where(Memory.id.in_(missing))
                 )
-            ).tuples():
+            ).all():
                 similarities[i] = 1.0 - float(d)
         hits_rows = [(rows[i], score) for i, score in ranked if i in rows]
         outs = await self._out([m for m, _ in hits_rows])

@@ -85,7 +85,13 @@ async def test_engram_tokens_are_bound_to_the_api_audience(
     keys = KeyStore(sessions, load_kek(settings), "ES256", 3600)
     await keys.ensure_active_key()
     now = int(time.time())
-    claims = {"iss": sso_server.url, "email": "grace@example.com", "scope": "memories:read", "iat": now, "exp": now + 300}
+    claims = {
+        "iss": sso_server.url,
+        "email": "grace@example.com",
+        "scope": "memories:read",
+        "iat": now,
+        "exp": now + 300,
+    }
     good = await keys.sign({**claims, "aud": sso_server.url + "/api/v1", "client_id": "cursor"})
     response = _me(sso_server, good)
     assert response.status_code == 200, response.text
