@@ -23,7 +23,13 @@ from app.auth.jwt import JWTVerifier
 from app.auth.kek import load_kek
 from app.auth.keys import KeyStore
 from app.auth.verifier import TokenVerifier
-from app.db.checks import SchemaMismatch, check_dimensions, check_runtime_role, stored_embedding_dimensions
+from app.db.checks import (
+    SchemaMismatch,
+    check_embedding_model,
+    check_runtime_role,
+    stored_embedding_dimensions,
+    stored_embedding_model,
+)
 from app.db.migrate import current_revision, head_revision
 from app.db.session import create_engine, session_factory
 from app.embeddings import Embedder, create_embedder

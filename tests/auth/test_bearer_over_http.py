@@ -3,6 +3,7 @@ the email allow-list, and an issuer that goes down."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -93,16 +94,17 @@ async def test_engram_tokens_are_bound_to_the_api_audience(
         "exp": now + 300,
     }
     good = await keys.sign({**claims, "aud": sso_server.url + "/api/v1", "client_id": "cursor"})
-    response = _me(sso_server, good)
+    response = await asyncio.to_thread(_me, sso_server, good)
     assert response.status_code == 200, response.text
     assert response.json()["scopes"] == ["memories:read"]
     # A token minted for another resource (the MCP endpoint) is not accepted here: no passthrough.
     other = await keys.sign({**claims, "aud": sso_server.url + "/mcp"})
-    assert _me(sso_server, other).status_code == 401
+    assert (await asyncio.to_thread(_me, sso_server, other)).status_code == 401
     # Read-only: writing asks for the write scope.
-    write = httpx.post(
-        sso_server.url + "/api/v1/memories", json={"text": "x"}, headers={"Authorization": f"Bearer {good}"}
-    )
+    async with httpx.AsyncClient() as client:
+        write = await client.post(
+            sso_server.url + "/api/v1/memories", json={"text": "x"}, headers={"Authorization": f"Bearer {good}"}
+        )
     assert write.status_code == 403
     assert 'scope="memories:write"' in write.headers["www-authenticate"]
 

@@ -85,7 +85,8 @@ async def test_reembed_resumes_and_never_leaves_search_empty(
                 (
                     await conn.scalars(
                         text(
-                            "SELECT attname FROM pg_attribute WHERE attrelid = 'memories'::regclass AND attnum > 0 AND NOT attisdropped"
+                            "SELECT attname FROM pg_attribute "
+                            "WHERE attrelid = 'memories'::regclass AND attnum > 0 AND NOT attisdropped"
                         )
                     )
                 ).all()

@@ -57,4 +57,5 @@ async def test_in_flight_requests_finish_during_shutdown(
     finally:
         assert stop_server(server) == 0
     with pytest.raises(httpx.TransportError):
-        httpx.get(server.url + "/health", timeout=2)
+        async with httpx.AsyncClient() as client:
+            await client.get(server.url + "/health", timeout=2)
