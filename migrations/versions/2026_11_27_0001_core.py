@@ -193,7 +193,9 @@ def upgrade() -> None:
         "CREATE POLICY audit_log_own ON audit_log FOR SELECT TO PUBLIC "
         "USING (subject_email = current_setting('app.user_email', true))"
     )
-    op.execute("CREATE POLICY audit_log_maintenance ON audit_log FOR ALL TO CURRENT_USER USING (true) WITH CHECK (true)")
+    op.execute(
+        "CREATE POLICY audit_log_maintenance ON audit_log FOR ALL TO CURRENT_USER USING (true) WITH CHECK (true)"
+    )
     if auditor:
         op.execute(f"CREATE POLICY audit_log_auditor ON audit_log FOR SELECT TO {q(auditor)} USING (true)")
         op.execute(f"GRANT SELECT ON audit_log TO {q(auditor)}")
@@ -334,7 +336,14 @@ def _audit_functions() -> None:
 
 
 def downgrade() -> None:
-    for table in ["memory_access_log", "memory_history", "memories", "personal_access_tokens", "apps", "users"]:
+    for table in [
+        "memory_access_log",
+        "memory_history",
+        "memories",
+        "personal_access_tokens",
+        "apps",
+        "users",
+    ]:
         op.execute(f"DROP TABLE {table}")
     op.execute("DROP TABLE audit_log")
     op.execute("DROP TABLE signing_keys")
