@@ -22,6 +22,7 @@ from app.auth.deps import provide_memory_context, provide_principal
 from app.auth.jwt import JWTVerifier
 from app.auth.kek import load_kek
 from app.auth.keys import KeyStore
+from app.auth.routes import jwks
 from app.auth.verifier import TokenVerifier
 from app.db.checks import (
     SchemaMismatch,
@@ -137,6 +138,7 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
             AccountController,
             health,
             ready,
+            jwks,
             create_static_files_router(
                 path="/static/swagger", directories=[_swagger_assets()], include_in_schema=False
             ),

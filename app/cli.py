@@ -166,6 +166,27 @@ async def _token_revoke(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+# --- signing keys --------------------------------------------------------------------------------
+async def _keys_rotate(settings: Settings, args: argparse.Namespace) -> int:
+    from app.auth.kek import load_kek
+    from app.auth.keys import KeyStore
+
+    async with database(settings) as db:
+        engine = create_engine(db.runtime_url, pool_size=1)
+        try:
+            keys = KeyStore(
+                session_factory(engine),
+                load_kek(settings),
+                settings.signing_algorithm,
+                settings.access_token_ttl_seconds,
+            )
+            kid = await keys.rotate()
+        finally:
+            await engine.dispose()
+    print(f"New signing key {kid}; the previous one stays published until its tokens have expired.")
+    return 0
+
+
 # --- users ---------------------------------------------------------------------------------------
 async def _user_list(settings: Settings, args: argparse.Namespace) -> int:
     async with database(settings) as db:
@@ -264,6 +285,9 @@ def build_parser() -> argparse.ArgumentParser:
     revoke.add_argument("--user", required=True)
     revoke.add_argument("token_id")
     revoke.set_defaults(handler=_token_revoke)
+
+    keys = sub.add_parser("keys", help="Engram's signing keys").add_subparsers(dest="keys_command", required=True)
+    keys.add_parser("rotate", help="start signing with a new key").set_defaults(handler=_keys_rotate)
 
     user = sub.add_parser("user", help="users").add_subparsers(dest="user_command", required=True)
     user.add_parser("list", help="every user (owner role)").set_defaults(handler=_user_list)

@@ -106,8 +106,10 @@ class KeyStore:
         return kid
 
     async def jwks(self) -> dict[str, Any]:
+        # Read fresh: a key another replica just rotated in must be published at once.
+        await self._reload()
         now = datetime.now(UTC)
-        return {"keys": [dict(k.jwk) for k in await self._current() if self._published(k, now)]}
+        return {"keys": [dict(k.jwk) for k in self._keys if self._published(k, now)]}
 
     async def sign(self, claims: dict[str, Any], *, headers: dict[str, Any] | None = None) -> str:
         key, private = await self._signing_key()

@@ -4,6 +4,9 @@ the email allow-list, and an issuer that goes down."""
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -121,3 +124,23 @@ def test_an_issuer_that_is_down_gives_503_not_500(sso_server: LiveServer, issuer
     assert response.headers["retry-after"]
     # Once it is back, the rotated key is fetched and accepted.
     assert _me(sso_server, issuer.token("rotated-2")).status_code == 200
+
+
+def test_jwks_is_published_and_follows_rotation(sso_server: LiveServer, db_urls: EmbeddedUrls, data_dir: Path) -> None:
+    before = httpx.get(sso_server.url + "/.well-known/jwks.json").json()["keys"]
+    assert before
+    assert all("d" not in key for key in before), "private key material must never be published"
+    rotated = subprocess.run(
+        [sys.executable, "-m", "app", "keys", "rotate"],
+        env={**os.environ, "ENGRAM_DATABASE_URL": db_urls.runtime, "ENGRAM_DATA_DIR": str(data_dir)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert rotated.returncode == 0, rotated.stderr
+    new_kid = rotated.stdout.split("New signing key ", 1)[1].split(";", 1)[0]
+    after = {key["kid"] for key in httpx.get(sso_server.url + "/.well-known/jwks.json").json()["keys"]}
+    # The new key is published, and so are the old ones until their tokens expire.
+    assert new_kid in after
+    assert {key["kid"] for key in before} <= after
