@@ -35,6 +35,7 @@ from app.db.migrate import current_revision, head_revision
 from app.db.session import create_engine, session_factory
 from app.embeddings import Embedder, create_embedder
 from app.memories.routes import MemoryController, OverviewController
+from app.oauth.metadata import api_resource_metadata, mcp_resource_metadata
 from app.problems import EXCEPTION_HANDLERS
 from app.services import Services
 from app.settings import Settings, load_settings
@@ -139,6 +140,8 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
             health,
             ready,
             jwks,
+            mcp_resource_metadata,
+            api_resource_metadata,
             create_static_files_router(
                 path="/static/swagger", directories=[_swagger_assets()], include_in_schema=False
             ),

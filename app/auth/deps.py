@@ -15,6 +15,7 @@ from app.auth.principal import Principal
 from app.auth.verifier import AuthFailure
 from app.db.session import Identity, bind
 from app.memories.service import MemoryContext
+from app.oauth.metadata import prm_url
 from app.problems import ProblemError
 from app.services import Services
 from app.users.service import touch
@@ -31,7 +32,7 @@ def request_id_of(request: Request[Any, Any, Any]) -> str | None:
 
 
 def _challenge(services: Services, failure: AuthFailure | None, scope: str | None) -> str:
-    metadata = f"{services.settings.public_url}/.well-known/oauth-protected-resource/api/v1"
+    metadata = prm_url(services.settings, "/api/v1")
     parts = [f'Bearer resource_metadata="{metadata}"']
     if failure is not None:
         parts.append(f'error="{failure.error}"')
