@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -170,6 +171,62 @@ class Settings:
     access_token_ttl_seconds: int = setting(3600, doc="Lifetime of Engram-issued access tokens.")
     token_default_days: int = setting(90, doc="Default lifetime of personal access tokens, in days (0 = never expire).")
 
+    # --- sign-in: Engram's authorization server --------------------------------------------------
+    oidc_issuer: str | None = setting(
+        None,
+        doc="Issuer URL of the organisation's OpenID Connect provider (copy it exactly from the provider's "
+        "discovery document; Authentik's ends with a slash: `https://id.example.com/application/o/engram/`). "
+        "Unset: people sign in with local accounts.",
+    )
+    oidc_client_id: str | None = setting(None, doc="Client id of Engram's application at the provider.")
+    oidc_client_secret: str | None = setting(
+        None, doc="Client secret of Engram's application at the provider.", secret=True
+    )
+    oidc_scopes: str = setting(
+        "openid email profile", doc="Scopes Engram asks the provider for (space-separated; add `groups` if needed)."
+    )
+    oidc_email_claim: str = setting("email", doc="ID-token (or userinfo) claim that holds the email address.")
+    oidc_require_email_verified: bool = setting(
+        False,
+        doc="Refuse sign-ins whose `email_verified` claim is not true. Off by default: Authentik sends false "
+        "unless a mapping sets it.",
+    )
+    oidc_allowed_groups: list[str] = setting(
+        factory=list, doc="Comma-separated groups; when set, only members of one of them may sign in."
+    )
+    oidc_groups_claim: str = setting("groups", doc="Claim that lists the user's groups.")
+    oidc_button_label: str = setting("Sign in with single sign-on", doc="Text of the sign-in button.")
+    local_accounts: bool | None = setting(
+        None,
+        doc="Allow Engram's own accounts (`engram user add`). Unset: on when no OpenID Connect provider is "
+        "configured, off otherwise.",
+    )
+    registration_redirect_patterns: list[str] = setting(
+        factory=list,
+        doc="Comma-separated regular expressions; when set, a client may only register redirect URIs that "
+        "match one of them in full. Unset: the defaults that accept the MCP clients people use (loopback on "
+        "any port, private-use schemes, https).",
+    )
+    registration_access_token: str | None = setting(
+        None,
+        doc="When set, dynamic client registration requires `Authorization: Bearer <this>`.",
+        secret=True,
+    )
+    cimd_allow_private_addresses: bool = setting(
+        False,
+        doc="Let client metadata documents be fetched from private, loopback or link-local addresses (off: "
+        "protects the network Engram sits in from request forgery).",
+    )
+    cimd_ca_file: Path | None = setting(
+        None, doc="Extra CA certificates (PEM) trusted when fetching client metadata documents."
+    )
+    authorization_code_ttl_seconds: int = setting(60, doc="Lifetime of an authorization code.")
+    refresh_token_ttl_days: int = setting(30, doc="Lifetime of a refresh token (each use issues a new one).")
+    session_ttl_hours: int = setting(12, doc="How long a browser sign-in lasts.")
+    login_max_failures: int = setting(
+        5, doc="Failed local sign-ins per account (and per address) allowed within 15 minutes."
+    )
+
     # ------------------------------------------------------------------------------------------
     @property
     def api_audience(self) -> str:
@@ -182,6 +239,10 @@ class Settings:
     @property
     def issuer(self) -> str:
         return self.public_url
+
+    @property
+    def local_accounts_enabled(self) -> bool:
+        return self.oidc_issuer is None if self.local_accounts is None else self.local_accounts
 
     def resolved_data_dir(self) -> Path:
         return self.data_dir.expanduser().resolve()
@@ -279,6 +340,13 @@ def validate(settings: Settings) -> None:
         raise SettingsError("ENGRAM_PUBLIC_URL must start with http:// or https://")
     if not 0 < settings.near_duplicate_threshold <= 1:
         raise SettingsError("ENGRAM_NEAR_DUPLICATE_THRESHOLD must be in (0, 1]")
+    if settings.oidc_issuer and not (settings.oidc_client_id and settings.oidc_client_secret):
+        raise SettingsError("ENGRAM_OIDC_ISSUER needs ENGRAM_OIDC_CLIENT_ID and ENGRAM_OIDC_CLIENT_SECRET too")
+    for pattern in settings.registration_redirect_patterns:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise SettingsError(f"ENGRAM_REGISTRATION_REDIRECT_PATTERNS: {pattern!r} is not a regex: {exc}") from None
     if settings.database_url is None and settings.database_admin_url is not None:
         raise SettingsError("ENGRAM_DATABASE_ADMIN_URL is set but ENGRAM_DATABASE_URL is not; set both")
 
