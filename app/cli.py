@@ -54,7 +54,9 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     os.environ.update({"ENGRAM_DATABASE_URL": db.runtime_url, "ENGRAM_HOST": host, "ENGRAM_PORT": str(port)})
     settings = load_settings()
     if db.embedded:
-        print(f"Embedded PostgreSQL: {db.embedded.root} (psql: {db.embedded.psql_command('engram_owner', 'engram')})")
+        # The auditor's command: it reads the audit trail and nothing else.
+        audit = db.embedded.psql_command("engram_auditor", "engram")
+        print(f"Embedded PostgreSQL: {db.embedded.root} (audit with: {audit})")
     print(f"Engram serves on http://{host}:{port} (public URL {settings.public_url})", flush=True)
     try:
         server = Server(

@@ -33,10 +33,9 @@ class TrustedIssuer(msgspec.Struct, frozen=True, kw_only=True):
     jwks_url: str | None = None
     email_claim: str = "email"
     scope_claim: str = "scope"
-    # Scopes granted when the token carries none (Authentik tokens have no scope claim).
-    default_scopes: list[str] = msgspec.field(
-        default_factory=lambda: ["memories:read", "memories:write", "memories:delete"]
-    )
+    # Scopes granted when the token carries none (Authentik tokens have no scope claim). Deleting
+    # is left out unless configured: a leaked token should not be able to wipe someone's memory.
+    default_scopes: list[str] = msgspec.field(default_factory=lambda: ["memories:read", "memories:write"])
 
 
 def setting(default: Any = None, *, doc: str, secret: bool = False, factory: Any = None) -> Any:
@@ -86,12 +85,6 @@ class Settings:
     )
     database_pool_size: int = setting(10, doc="Connections kept open per worker process.")
     database_max_overflow: int = setting(10, doc="Extra connections a worker may open under load.")
-    embedded_postgres_port: int | None = setting(
-        None,
-        doc="Also listen on 127.0.0.1 at this TCP port with the embedded PostgreSQL (for psql or a "
-        "DBA tool); unset, it listens on a unix socket in the data directory only.",
-    )
-
     # --- embeddings ----------------------------------------------------------------------------
     embedding_provider: Literal["local", "openai"] = setting(
         "local",

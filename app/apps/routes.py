@@ -102,6 +102,9 @@ class AccountController(Controller):
                 f"A token cannot grant more than its creator holds; missing: {', '.join(too_broad)}.",
             )
         days = ctx.settings.token_default_days if data.expires_in_days is None else data.expires_in_days
+        if not 1 <= (days or 0) <= 365:
+            # Never-expiring tokens come only from the CLI: a stolen token must not mint an eternal one.
+            raise ProblemError(400, "invalid-request", "Invalid request", "expires_in_days must be between 1 and 365.")
         created = await tokens.create(ctx.session, ctx.caller.email, data.name, data.scopes, days or None)
         return TokenCreated(token=created.token, details=_token_out(created.record))
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Request
+from litestar.di import NamedDependency
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.principal import Principal
@@ -77,7 +78,7 @@ async def provide_principal(request: Request[Any, Any, Any]) -> Principal:
 
 
 async def provide_memory_context(
-    request: Request[Any, Any, Any], principal: Principal, db_session: AsyncSession
+    request: Request[Any, Any, Any], principal: Principal, db_session: NamedDependency[AsyncSession]
 ) -> MemoryContext:
     services = services_of(request)
     identity = Identity(principal.email, principal.client_id, request_id_of(request))

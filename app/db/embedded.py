@@ -56,12 +56,11 @@ def _ensure_system_user() -> pwd.struct_passwd:
 class EmbeddedPostgres:
     """One PostgreSQL cluster in `root` (data in `root/data`, socket in `root/run`)."""
 
-    def __init__(self, root: Path, *, tcp_port: int | None = None, settings: dict[str, str] | None = None):
+    def __init__(self, root: Path, *, settings: dict[str, str] | None = None):
         self.root = root.resolve()
         self.data = self.root / "data"
         self.run_dir = self.root / "run"
         self.log_file = self.root / "postgres.log"
-        self.tcp_port = tcp_port
         self.extra_settings = settings or {}
         self._as_user: str | None = SYSTEM_USER if os.geteuid() == 0 else None
 
@@ -135,8 +134,8 @@ class EmbeddedPostgres:
         self.init()
         if self.pid() is not None:
             return
-        listen = f"-c listen_addresses=127.0.0.1 -p {self.tcp_port}" if self.tcp_port else "-c listen_addresses="
-        options = [listen, f"-k {self.run_dir}"]
+        # A unix socket only, reachable by this machine's root and the postgres system user.
+        options = ["-c listen_addresses=", f"-k {self.run_dir}"]
         # Enough for a small deployment on one machine; `engram serve` never needs more.
         defaults = {"max_connections": "200", "shared_buffers": "256MB", "unix_socket_permissions": "0700"}
         defaults.update(self.extra_settings)

@@ -23,7 +23,7 @@ class Database:
 
 
 def embedded_for(settings: Settings) -> EmbeddedPostgres:
-    return EmbeddedPostgres(settings.resolved_data_dir() / "postgres", tcp_port=settings.embedded_postgres_port)
+    return EmbeddedPostgres(settings.resolved_data_dir() / "postgres")
 
 
 @asynccontextmanager

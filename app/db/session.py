@@ -78,6 +78,8 @@ def create_engine(url: str, *, pool_size: int = 10, max_overflow: int = 10, **kw
         pool_size=pool_size,
         max_overflow=max_overflow,
         pool_pre_ping=True,
+        # Parameters carry memory text and embeddings: keep them out of error messages and logs.
+        hide_parameters=True,
         connect_args={
             "server_settings": {
                 "application_name": "engram",

@@ -251,7 +251,9 @@ def _audit_functions() -> None:
                 coalesce(new_row ->> (CASE WHEN TG_TABLE_NAME = 'users' THEN 'email' ELSE 'id' END),
                          old_row ->> (CASE WHEN TG_TABLE_NAME = 'users' THEN 'email' ELSE 'id' END)),
                 old_row - hidden,
-                new_row - hidden
+                CASE WHEN TG_OP = 'UPDATE' AND old_row -> 'content_hash' IS DISTINCT FROM new_row -> 'content_hash'
+                     THEN (new_row - hidden) || '{"content_changed": true}'::jsonb
+                     ELSE new_row - hidden END
             );
             RETURN coalesce(NEW, OLD);
         END
@@ -262,7 +264,8 @@ def _audit_functions() -> None:
         # table: (columns never copied into the audit, columns whose change alone is not audited, owner)
         # embedding_next* exist only while `engram reembed` runs.
         "memories": (
-            "embedding,content,content_tsv,embedding_next,embedding_next_hash",
+            # content_hash too: unsalted, it would let an auditor confirm a guessed text.
+            "embedding,content,content_hash,content_tsv,embedding_next,embedding_next_hash",
             "updated_at,embedding_next,embedding_next_hash",
             "owner_email",
         ),

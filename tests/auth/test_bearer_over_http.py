@@ -64,8 +64,8 @@ def test_trusted_issuer_token_is_keyed_on_email_not_sub(sso_server: LiveServer, 
     assert response.status_code == 200, response.text
     me = response.json()
     assert me["email"] == "frank@example.com"
-    # Authentik tokens carry no scope claim: the issuer's default scopes apply.
-    assert me["scopes"] == ["memories:delete", "memories:read", "memories:write"]
+    # Authentik tokens carry no scope claim: the issuer's default scopes apply (not delete).
+    assert me["scopes"] == ["memories:read", "memories:write"]
     assert me["client_id"] == CLIENT_ID
 
 

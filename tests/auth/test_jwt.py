@@ -55,7 +55,7 @@ async def test_valid_tokens_of_each_algorithm(verifier: JWTVerifier, issuer_serv
     assert verified.subject == "hashed-subject-1"
     assert verified.email == "alice@example.com"
     # No scope claim (Authentik): the issuer's default scopes.
-    assert verified.scopes == scopes.expand(["memories:delete"])
+    assert verified.scopes == scopes.expand(["memories:write"])
     assert verified.client_id == CLIENT_ID
     assert verified.claims["azp"] == CLIENT_ID
 
