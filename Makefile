@@ -18,6 +18,12 @@ $(STAMP): $(BIN)/python pyproject.toml
 
 install: $(STAMP)
 
+# Real protocol peers the tests run: panva oidc-provider (an Authentik-shaped identity provider).
+IDP_STAMP := tests/idp/node_modules/.package-lock.json
+$(IDP_STAMP): tests/idp/package-lock.json
+	npm ci --prefix tests/idp --no-audit --no-fund
+	touch $@
+
 run: $(STAMP)
 	$(BIN)/engram serve
 
@@ -28,7 +34,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-test: $(STAMP) lint typecheck
+test: $(STAMP) $(IDP_STAMP) lint typecheck
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 bench: $(STAMP)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from os import PathLike
 from pathlib import Path
+from typing import Any
 
 import httpx
 import structlog
@@ -15,7 +17,9 @@ from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
+from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.static_files import create_static_files_router
+from litestar.template.config import TemplateConfig
 
 from app.apps.routes import AccountController
 from app.auth.deps import provide_memory_context, provide_principal
@@ -35,7 +39,22 @@ from app.db.migrate import current_revision, head_revision
 from app.db.session import create_engine, session_factory
 from app.embeddings import Embedder, create_embedder
 from app.memories.routes import MemoryController, OverviewController
-from app.oauth.metadata import api_resource_metadata, mcp_resource_metadata
+from app.oauth.authorize import authorize, consent, continue_authorization
+from app.oauth.login import (
+    login_page,
+    login_submit,
+    logout,
+    password_page,
+    password_submit,
+    setup_page,
+    setup_submit,
+    sso_callback,
+    sso_start,
+)
+from app.oauth.metadata import api_resource_metadata, authorization_server_metadata, mcp_resource_metadata
+from app.oauth.registration import register_client
+from app.oauth.tokens import revoke_endpoint, token_endpoint
+from app.oauth.upstream import UpstreamOIDC
 from app.problems import EXCEPTION_HANDLERS
 from app.services import Services
 from app.settings import Settings, load_settings
@@ -43,6 +62,9 @@ from app.system.logging import RequestLogMiddleware, configure_logging
 from app.system.routes import health, ready
 
 log = structlog.get_logger("engram")
+APP_DIR = Path(__file__).resolve().parent
+STATIC_DIR = APP_DIR / "static"
+TEMPLATE_DIRS: list[Path | PathLike[Any] | str] = [APP_DIR / "oauth" / "templates"]
 VERSION = "0.1.0"
 
 
@@ -98,6 +120,7 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
             jwt=jwt,
             verifier=TokenVerifier(settings, sessions, jwt),
             http=http,
+            upstream=UpstreamOIDC(settings, http) if settings.oidc_issuer else None,
         )
         log.info("engram ready", public_url=settings.public_url, embedder=the_embedder.model)
         try:
@@ -142,6 +165,23 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
             jwks,
             mcp_resource_metadata,
             api_resource_metadata,
+            authorization_server_metadata,
+            register_client,
+            authorize,
+            continue_authorization,
+            consent,
+            token_endpoint,
+            revoke_endpoint,
+            login_page,
+            login_submit,
+            sso_start,
+            sso_callback,
+            logout,
+            setup_page,
+            setup_submit,
+            password_page,
+            password_submit,
+            create_static_files_router(path="/static", directories=[STATIC_DIR], include_in_schema=False),
             create_static_files_router(
                 path="/static/swagger", directories=[_swagger_assets()], include_in_schema=False
             ),
@@ -152,5 +192,6 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
         middleware=[DefineMiddleware(RequestLogMiddleware)],
         exception_handlers=EXCEPTION_HANDLERS,
         openapi_config=openapi,
+        template_config=TemplateConfig(directory=TEMPLATE_DIRS, engine=JinjaTemplateEngine),
         request_max_body_size=2 * 1024 * 1024,
     )

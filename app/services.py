@@ -11,6 +11,7 @@ from app.auth.jwt import JWTVerifier
 from app.auth.keys import KeyStore
 from app.auth.verifier import TokenVerifier
 from app.embeddings import Embedder
+from app.oauth.upstream import UpstreamOIDC
 from app.settings import Settings
 
 
@@ -24,3 +25,4 @@ class Services:
     jwt: JWTVerifier
     verifier: TokenVerifier
     http: httpx.AsyncClient
+    upstream: UpstreamOIDC | None = None

@@ -30,6 +30,7 @@ from app.embeddings import Embedder, create_embedder
 from app.settings import Settings
 from app.tokens import service as tokens
 from app.users.service import ensure_user
+from tests.idp.fixtures import idp, idp_redirect_uris, spec_idp  # noqa: F401 - pytest fixtures
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")

@@ -55,3 +55,35 @@ async def mcp_resource_metadata(request: Request[Any, Any, Any]) -> dict[str, An
 async def api_resource_metadata(request: Request[Any, Any, Any]) -> dict[str, Any]:
     settings = _settings(request)
     return protected_resource(settings, settings.api_audience)
+
+
+def authorization_server(settings: Settings) -> dict[str, Any]:
+    base = settings.public_url
+    auth_methods = ["none", "client_secret_basic", "client_secret_post"]
+    return {
+        "issuer": settings.issuer,
+        "authorization_endpoint": f"{base}/oauth/authorize",
+        "token_endpoint": f"{base}/oauth/token",
+        "registration_endpoint": f"{base}/oauth/register",
+        "revocation_endpoint": f"{base}/oauth/revoke",
+        "jwks_uri": f"{base}/.well-known/jwks.json",
+        "scopes_supported": list(scopes.ALL_SCOPES),
+        "response_types_supported": ["code"],
+        "response_modes_supported": ["query"],
+        "grant_types_supported": ["authorization_code", "refresh_token"],
+        "code_challenge_methods_supported": ["S256"],
+        "token_endpoint_auth_methods_supported": auth_methods,
+        "revocation_endpoint_auth_methods_supported": auth_methods,
+        "authorization_response_iss_parameter_supported": True,
+        "client_id_metadata_document_supported": True,
+        "service_documentation": f"{base}/schema/",
+    }
+
+
+@get(
+    ["/.well-known/oauth-authorization-server", "/.well-known/openid-configuration"],
+    tags=["oauth"],
+    summary="Authorization server metadata (RFC 8414)",
+)
+async def authorization_server_metadata(request: Request[Any, Any, Any]) -> dict[str, Any]:
+    return authorization_server(_settings(request))
