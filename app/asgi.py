@@ -41,6 +41,7 @@ from app.embeddings import Embedder, create_embedder
 from app.memories.routes import MemoryController, OverviewController
 from app.oauth.authorize import authorize, consent, continue_authorization
 from app.oauth.login import (
+    home,
     login_page,
     login_submit,
     logout,
@@ -172,6 +173,7 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
             consent,
             token_endpoint,
             revoke_endpoint,
+            home,
             login_page,
             login_submit,
             sso_start,

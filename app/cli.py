@@ -38,26 +38,35 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     from granian.constants import Interfaces
     from granian.server import Server
 
+    from app.oauth.login import create_setup_link
+
     host = args.host or settings.host
     port = args.port or settings.port
     workers = args.workers or settings.workers
+    env_backup = dict(os.environ)
+    # Workers read their settings from the environment: hand them what this command decided.
+    os.environ.update({"ENGRAM_HOST": host, "ENGRAM_PORT": str(port)})
+    settings = load_settings()
 
-    async def prepare() -> Database:
+    async def prepare() -> tuple[Database, str | None]:
         async with database(settings, keep_running=True) as db:
             if db.admin_url is not None:
                 await upgrade(settings, db)
-            return db
+            engine = create_engine(db.runtime_url, pool_size=1)
+            try:
+                return db, await create_setup_link(session_factory(engine), settings)
+            finally:
+                await engine.dispose()
 
-    db = asyncio.run(prepare())
-    env_backup = dict(os.environ)
-    # Workers read their settings from the environment: hand them what this command decided.
-    os.environ.update({"ENGRAM_DATABASE_URL": db.runtime_url, "ENGRAM_HOST": host, "ENGRAM_PORT": str(port)})
-    settings = load_settings()
+    db, setup_link = asyncio.run(prepare())
+    os.environ["ENGRAM_DATABASE_URL"] = db.runtime_url
     if db.embedded:
         # The auditor's command: it reads the audit trail and nothing else.
         audit = db.embedded.psql_command("engram_auditor", "engram")
         print(f"Embedded PostgreSQL: {db.embedded.root} (audit with: {audit})")
     print(f"Engram serves on http://{host}:{port} (public URL {settings.public_url})", flush=True)
+    if setup_link:
+        print(f"No accounts yet. Create the administrator account (once, within 24 hours): {setup_link}", flush=True)
     try:
         server = Server(
             "app.asgi:create_app",
@@ -189,6 +198,41 @@ async def _keys_rotate(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+async def _user_add(settings: Settings, args: argparse.Namespace) -> int:
+    import getpass
+    import secrets as _secrets
+
+    from app.oauth.login import add_local_account
+    from app.oauth.passwords import WeakPassword, check_strength, hash_password
+
+    email = _email(args.email)
+    generated = False
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    elif sys.stdin.isatty():
+        password = getpass.getpass(f"Password for {email} (empty: generate one): ")
+    else:
+        password = ""
+    if not password:
+        password, generated = _secrets.token_urlsafe(15), True
+    try:
+        check_strength(password, email)
+    except WeakPassword as exc:
+        raise SystemExit(str(exc)) from None
+    async with database(settings) as db:
+        engine = create_engine(db.runtime_url, pool_size=1)
+        try:
+            await add_local_account(session_factory(engine), email, await hash_password(password), admin=args.admin)
+        finally:
+            await engine.dispose()
+    if generated:
+        print(password)
+        print(f"(generated password for {email}; it is shown only once)", file=sys.stderr)
+    else:
+        print(f"Account {email} is ready.")
+    return 0
+
+
 # --- users ---------------------------------------------------------------------------------------
 async def _user_list(settings: Settings, args: argparse.Namespace) -> int:
     async with database(settings) as db:
@@ -293,6 +337,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     user = sub.add_parser("user", help="users").add_subparsers(dest="user_command", required=True)
     user.add_parser("list", help="every user (owner role)").set_defaults(handler=_user_list)
+    add = user.add_parser("add", help="create a local account, or set its password")
+    add.add_argument("email")
+    add.add_argument("--admin", action="store_true")
+    add.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    add.set_defaults(handler=_user_add)
 
     re = sub.add_parser("reembed", help="move every memory to the configured embedding model")
     re.add_argument("--batch-size", type=int, default=128)

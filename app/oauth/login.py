@@ -360,3 +360,21 @@ async def password_submit(request: Request[Any, Any, Any], data: Form) -> Respon
             text("DELETE FROM browser_sessions WHERE token_hash <> :h"), {"h": flow.token_hash(user.session_id)}
         )
     return page("password.html", {"csrf": csrf, "email": user.email, "done": True}, services)
+
+
+@get("/", include_in_schema=False)
+async def home(request: Request[Any, Any, Any]) -> Response[Any] | Template:
+    """Where a sign-in without a destination lands; the web UI takes this page over."""
+    services = _services(request)
+    user = await current_user(request, services.sessions, services.settings)
+    if user is None:
+        return Redirect(path="/login", status_code=303)
+    csrf, cookie = csrf_token(request, services.settings)
+    template = page(
+        "home.html",
+        {"email": user.email, "csrf": csrf, "local": services.settings.local_accounts_enabled},
+        services,
+    )
+    if cookie is not None:
+        template.cookies.append(cookie)
+    return template
