@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from sqlalchemy import text
 
 from app.auth import scopes
+from app.connect.clients import CLIENTS
 from app.db import migrate
 from app.db.provision import Database, database, downgrade, upgrade
 from app.db.session import Identity, bound_session, create_engine, session_factory
@@ -292,6 +293,13 @@ async def _reembed(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+# --- connect -------------------------------------------------------------------------------------
+def cmd_connect(settings: Settings, args: argparse.Namespace) -> int:
+    from app.connect.command import run
+
+    return run(settings, args)
+
+
 # --- config --------------------------------------------------------------------------------------
 def cmd_config_docs(settings: Settings | None, args: argparse.Namespace) -> int:
     sys.stdout.write(render_configuration_doc())
@@ -347,6 +355,14 @@ def build_parser() -> argparse.ArgumentParser:
     re.add_argument("--batch-size", type=int, default=128)
     re.add_argument("--force", action="store_true", help="re-embed even if the model looks unchanged")
     re.set_defaults(handler=_reembed)
+
+    connect = sub.add_parser("connect", help="configure an MCP client on this machine to use Engram")
+    connect.add_argument("client", help=f"one of: {', '.join(c.id for c in CLIENTS)}")
+    connect.add_argument("--url", help="Engram's public URL (default: ENGRAM_PUBLIC_URL)")
+    connect.add_argument("--token", action="store_true", help="use a new personal access token instead of OAuth")
+    connect.add_argument("--user", help="the token's owner (email), with --token")
+    connect.add_argument("--dry-run", action="store_true", help="print the change without writing anything")
+    connect.set_defaults(sync_handler=cmd_connect)
 
     config = sub.add_parser("config", help="configuration").add_subparsers(dest="config_command", required=True)
     config.add_parser("docs", help="print docs/configuration.md").set_defaults(sync_handler=cmd_config_docs)
