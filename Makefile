@@ -34,7 +34,13 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-test: $(STAMP) $(IDP_STAMP) lint typecheck
+# MCP clients the tests drive: mcp-remote 0.15.1, the Inspector 2.12.0 (and the Node 22 it needs).
+MCP_PEERS_STAMP := tests/mcp/peers/node_modules/.package-lock.json
+$(MCP_PEERS_STAMP): tests/mcp/peers/package-lock.json
+	npm ci --prefix tests/mcp/peers --no-audit --no-fund
+	touch $@
+
+test: $(STAMP) $(IDP_STAMP) $(MCP_PEERS_STAMP) lint typecheck
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 bench: $(STAMP)

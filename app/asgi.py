@@ -38,6 +38,7 @@ from app.db.checks import (
 from app.db.migrate import current_revision, head_revision
 from app.db.session import create_engine, session_factory
 from app.embeddings import Embedder, create_embedder
+from app.mcp.endpoint import create_endpoint
 from app.memories.routes import MemoryController, OverviewController
 from app.oauth.authorize import authorize, consent, continue_authorization
 from app.oauth.login import (
@@ -91,6 +92,7 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
     sessions = session_factory(engine)
     the_embedder = embedder or create_embedder(settings)
     owns_embedder = embedder is None
+    mcp = create_endpoint(settings, VERSION)
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -184,16 +186,18 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
             password_page,
             password_submit,
             create_static_files_router(path="/static", directories=[STATIC_DIR], include_in_schema=False),
+            mcp.handler,
             create_static_files_router(
                 path="/static/swagger", directories=[_swagger_assets()], include_in_schema=False
             ),
         ],
         dependencies={"principal": Provide(provide_principal), "ctx": Provide(provide_memory_context)},
         plugins=[SQLAlchemyPlugin(config=db_config)],
-        lifespan=[lifespan],
+        lifespan=[mcp.lifespan, lifespan],
         middleware=[DefineMiddleware(RequestLogMiddleware)],
         exception_handlers=EXCEPTION_HANDLERS,
         openapi_config=openapi,
+        logging_config=None,  # configure_logging() owns the root logger
         template_config=TemplateConfig(directory=TEMPLATE_DIRS, engine=JinjaTemplateEngine),
         request_max_body_size=2 * 1024 * 1024,
     )

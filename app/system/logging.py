@@ -15,24 +15,40 @@ from app.settings import Settings
 
 
 def configure_logging(settings: Settings) -> None:
+    """Every log line, ours (structlog) and libraries' (stdlib logging), goes through one locked
+    stdlib handler and one renderer, so lines from different threads never interleave."""
     use_json = settings.log_format == "json" or (settings.log_format == "auto" and not sys.stderr.isatty())
     renderer: Any = structlog.processors.JSONRenderer() if use_json else structlog.dev.ConsoleRenderer()
     level = getattr(logging, settings.log_level.upper())
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info if use_json else structlog.dev.set_exc_info,
-            renderer,
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        wrapper_class=structlog.stdlib.BoundLogger,
+        logger_factory=structlog.stdlib.LoggerFactory(),
         cache_logger_on_first_use=False,
     )
-    logging.basicConfig(
-        level=max(level, logging.WARNING), stream=sys.stderr, format="%(name)s %(levelname)s %(message)s"
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=shared,
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info if use_json else structlog.dev.set_exc_info,
+                renderer,
+            ],
+        )
     )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    # Libraries speak at INFO about every request or model load; keep their warnings only.
+    for noisy in ("mcp", "httpx", "httpcore", "sentence_transformers", "transformers", "asyncio"):
+        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
 
 
 _access_log = structlog.get_logger("engram.http")
@@ -59,6 +75,9 @@ class RequestLogMiddleware:
         scope.setdefault("state", {})["request_id"] = request_id
         started = time.perf_counter()
         status = 500
+        # Read now: mounted apps (/mcp) see a rewritten scope["path"] further down.
+        raw_path = scope.get("raw_path")
+        path = raw_path.decode("latin-1") if isinstance(raw_path, bytes) else scope.get("path")
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
@@ -74,7 +93,7 @@ class RequestLogMiddleware:
             _access_log.info(
                 "request",
                 method=scope.get("method"),
-                path=scope.get("path"),
+                path=path,
                 status=status,
                 ms=round((time.perf_counter() - started) * 1000, 1),
                 request_id=request_id,
