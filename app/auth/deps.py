@@ -16,7 +16,7 @@ from app.auth.principal import Principal
 from app.auth.verifier import AuthFailure
 from app.db.session import Identity, bind
 from app.memories.service import MemoryContext
-from app.oauth.metadata import prm_url
+from app.oauth.metadata import DEFAULT_CLIENT_SCOPES, prm_url
 from app.problems import ProblemError
 from app.services import Services
 from app.users.service import touch
@@ -54,12 +54,15 @@ async def provide_principal(request: Request[Any, Any, Any]) -> Principal:
             "unauthorized",
             "Authentication required",
             "Send a bearer token: Authorization: Bearer <personal access token or OAuth access token>.",
-            headers={"WWW-Authenticate": _challenge(services, None, needed)},
+            # What a client should start with (read and write), not just this route's scope: asking
+            # for read alone would make the first write send the person through consent again.
+            headers={"WWW-Authenticate": _challenge(services, None, " ".join(DEFAULT_CLIENT_SCOPES))},
         )
     try:
         principal = await services.verifier.verify(token.strip(), audiences=[services.settings.api_audience])
     except AuthFailure as failure:
-        headers = {"WWW-Authenticate": _challenge(services, failure, needed)} if failure.status == 401 else {}
+        challenge = _challenge(services, failure, " ".join(DEFAULT_CLIENT_SCOPES))
+        headers = {"WWW-Authenticate": challenge} if failure.status == 401 else {}
         if failure.status == 503:
             headers["Retry-After"] = "5"
         slug = {401: "invalid-token", 403: "access-denied", 503: "issuer-unavailable"}[failure.status]

@@ -30,6 +30,8 @@ log = structlog.get_logger("engram.login")
 Form = Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED)]
 LOCK_WINDOW = timedelta(minutes=15)
 WRONG = "That email and password do not match an account."
+# Upstream errors that refuse the person rather than report a broken provider: 403, not 502.
+REFUSALS = frozenset({"group", "email_unverified"})
 
 
 def _services(request: Request[Any, Any, Any]) -> Services:
@@ -109,12 +111,16 @@ async def login_submit(request: Request[Any, Any, Any], data: Form) -> Response[
         ).one_or_none()
         locked = account is not None and account.locked_until is not None and account.locked_until > datetime.now(UTC)
         ok = await passwords.verify_password(password, account.password_hash if account else None)
+        allowed = email_allowed(settings, email)
         if ok and not locked:
             await session.execute(
                 text("UPDATE local_accounts SET failed_attempts = 0, locked_until = NULL WHERE owner_email = :e"),
                 {"e": email},
             )
-            await flow.audit(session, "LOGIN", email, None, method="local")
+            if allowed:
+                await flow.audit(session, "LOGIN", email, None, method="local")
+            else:
+                await flow.audit(session, "LOGIN_FAILED", email, None, method="local", reason="email not allowed")
         else:
             if account is not None and not locked:
                 await session.execute(
@@ -130,7 +136,7 @@ async def login_submit(request: Request[Any, Any, Any], data: Form) -> Response[
     if not ok or locked:
         message = "This account is locked for 15 minutes after repeated failures." if locked else WRONG
         return _login_page(request, services, next_path, error=message, email=email, status=401)
-    if not email_allowed(settings, email):
+    if not allowed:
         return error_page(services, "Not allowed", f"{email} may not use this Engram server.", status=403)
     return await _signed_in(services, email, "local", next_path)
 
@@ -203,8 +209,12 @@ async def sso_callback(request: Request[Any, Any, Any]) -> Response[Any] | Templ
         log.warning("single sign-on failed", problem=exc.operator_message)
         async with bound_session(services.sessions, None) as session:
             await flow.audit(session, "LOGIN_FAILED", None, None, method="sso", reason=exc.operator_message)
+        if exc.reason in REFUSALS:  # the provider works; this person may not use Engram
+            return error_page(services, "Sign-in refused", exc.user_message, status=403)
         return error_page(services, "Sign-in failed", exc.user_message, status=502)
     if not email_allowed(services.settings, identity.email):
+        async with bound_session(services.sessions, None) as session:
+            await flow.audit(session, "LOGIN_FAILED", identity.email, None, method="sso", reason="email not allowed")
         return error_page(services, "Not allowed", f"{identity.email} may not use this Engram server.", status=403)
     async with bound_session(services.sessions, Identity(identity.email, "web")) as session:
         await ensure_user(session, identity.email)
