@@ -40,7 +40,14 @@ $(MCP_PEERS_STAMP): tests/mcp/peers/package-lock.json
 	npm ci --prefix tests/mcp/peers --no-audit --no-fund
 	touch $@
 
-test: $(STAMP) $(IDP_STAMP) $(MCP_PEERS_STAMP) lint typecheck
+# The browser tests drive Debian's headless Chromium (Playwright never downloads a browser here).
+CHROMIUM := /usr/bin/chromium
+$(CHROMIUM):
+	@[ "$$(id -u)" = 0 ] || { echo "The browser tests need Debian's chromium: sudo apt-get install -y chromium" >&2; exit 1; }
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+
+test: $(STAMP) $(IDP_STAMP) $(MCP_PEERS_STAMP) $(CHROMIUM) lint typecheck
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 bench: $(STAMP)

@@ -42,7 +42,6 @@ from app.mcp.endpoint import create_endpoint
 from app.memories.routes import MemoryController, OverviewController
 from app.oauth.authorize import authorize, consent, continue_authorization
 from app.oauth.login import (
-    home,
     login_page,
     login_submit,
     logout,
@@ -62,11 +61,13 @@ from app.services import Services
 from app.settings import Settings, load_settings
 from app.system.logging import RequestLogMiddleware, configure_logging
 from app.system.routes import health, ready
+from app.ui import templating
+from app.ui.routes import ui_router
 
 log = structlog.get_logger("engram")
 APP_DIR = Path(__file__).resolve().parent
 STATIC_DIR = APP_DIR / "static"
-TEMPLATE_DIRS: list[Path | PathLike[Any] | str] = [APP_DIR / "oauth" / "templates"]
+TEMPLATE_DIRS: list[Path | PathLike[Any] | str] = [APP_DIR / "oauth" / "templates", APP_DIR / "ui" / "templates"]
 VERSION = "0.1.0"
 
 
@@ -175,7 +176,6 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
             consent,
             token_endpoint,
             revoke_endpoint,
-            home,
             login_page,
             login_submit,
             sso_start,
@@ -185,6 +185,7 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
             setup_submit,
             password_page,
             password_submit,
+            ui_router,
             create_static_files_router(path="/static", directories=[STATIC_DIR], include_in_schema=False),
             mcp.handler,
             create_static_files_router(
@@ -198,6 +199,8 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
         exception_handlers=EXCEPTION_HANDLERS,
         openapi_config=openapi,
         logging_config=None,  # configure_logging() owns the root logger
-        template_config=TemplateConfig(directory=TEMPLATE_DIRS, engine=JinjaTemplateEngine),
+        template_config=TemplateConfig(
+            directory=TEMPLATE_DIRS, engine=JinjaTemplateEngine, engine_callback=templating.configure
+        ),
         request_max_body_size=2 * 1024 * 1024,
     )

@@ -66,14 +66,17 @@ def _login_page(
 
 
 @get("/login", include_in_schema=False)
-async def login_page(request: Request[Any, Any, Any], next: str | None = None) -> Response[Any] | Template:
+async def login_page(
+    request: Request[Any, Any, Any], next: str | None = None, signed_out: str | None = None
+) -> Response[Any] | Template:
     services = _services(request)
     next_path = flow.safe_next(next)
     if await current_user(request, services.sessions, services.settings):
         return Redirect(path=next_path, status_code=303)
-    if services.settings.oidc_issuer and not services.settings.local_accounts_enabled:
+    # Just signed out: stay here (the provider's own session would sign the browser straight back in).
+    if services.settings.oidc_issuer and not services.settings.local_accounts_enabled and not signed_out:
         return Redirect(path=f"/login/sso?next={quote(next_path)}", status_code=303)
-    return _login_page(request, services, next_path)
+    return _login_page(request, services, next_path, signed_out=bool(signed_out))
 
 
 async def _too_many_failures(services: Services, address: str) -> bool:
@@ -228,7 +231,8 @@ async def logout(request: Request[Any, Any, Any], data: Form) -> Response[Any] |
     if not csrf_valid(request, services.settings, data.get("csrf_token")):
         return error_page(services, "Form expired", "Reload the page and try again.", status=403)
     user = await current_user(request, services.sessions, services.settings)
-    response = Redirect(path="/login", status_code=303)
+    # Not back into single sign-on: a form's redirect chain may not leave the site (CSP form-action).
+    response = Redirect(path="/login?signed_out=1", status_code=303)
     if user is not None:
         response.set_cookie(await end_session(services.sessions, user, services.settings))
     return response
@@ -370,21 +374,3 @@ async def password_submit(request: Request[Any, Any, Any], data: Form) -> Respon
             text("DELETE FROM browser_sessions WHERE token_hash <> :h"), {"h": flow.token_hash(user.session_id)}
         )
     return page("password.html", {"csrf": csrf, "email": user.email, "done": True}, services)
-
-
-@get("/", include_in_schema=False)
-async def home(request: Request[Any, Any, Any]) -> Response[Any] | Template:
-    """Where a sign-in without a destination lands; the web UI takes this page over."""
-    services = _services(request)
-    user = await current_user(request, services.sessions, services.settings)
-    if user is None:
-        return Redirect(path="/login", status_code=303)
-    csrf, cookie = csrf_token(request, services.settings)
-    template = page(
-        "home.html",
-        {"email": user.email, "csrf": csrf, "local": services.settings.local_accounts_enabled},
-        services,
-    )
-    if cookie is not None:
-        template.cookies.append(cookie)
-    return template
