@@ -69,14 +69,30 @@ class Completed:
 
 
 async def run(args: list[str | Path], env: dict[str, str], seconds: float = 90) -> Completed:
+    """Runs a tool to completion; past `seconds` it is killed and the test fails with what it printed so far."""
     process = await asyncio.create_subprocess_exec(
         *map(str, args), env=env, cwd=REPO, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
     )
+    assert process.stdout is not None
+    assert process.stderr is not None
+    stdout, stderr = bytearray(), bytearray()
+
+    async def drain(stream: asyncio.StreamReader, into: bytearray) -> None:
+        while chunk := await stream.read(65536):
+            into.extend(chunk)
+
     try:
-        stdout, stderr = await asyncio.wait_for(process.communicate(), seconds)
+        await asyncio.wait_for(
+            asyncio.gather(drain(process.stdout, stdout), drain(process.stderr, stderr), process.wait()), seconds
+        )
     except TimeoutError:
         process.kill()
         await process.wait()
-        raise
+        command = " ".join(map(str, args))
+        pytest.fail(
+            f"{command} did not finish within {seconds:g} s.\n"
+            f"stderr so far:\n{stderr.decode(errors='replace')[-4000:]}\n"
+            f"stdout so far:\n{stdout.decode(errors='replace')[-2000:]}"
+        )
     assert process.returncode is not None
     return Completed(process.returncode, stdout.decode(errors="replace"), stderr.decode(errors="replace"))

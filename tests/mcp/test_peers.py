@@ -1,12 +1,15 @@
 """Real clients against the live server: mcp-remote 0.15.1 (the stdio bridge desktop clients use) and
-the MCP Inspector 2.12.0 CLI, each with a bearer header. Remember in one client, recall in the other."""
+the MCP Inspector 2.12.0 CLI, each with a bearer header and through full OAuth with a scripted browser.
+Remember in one client, recall in the other."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
+import httpx
 import pytest
 from mcp import Client
 from mcp.client.client import ConnectMode
@@ -15,8 +18,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.oauth.login import add_local_account
 from app.oauth.passwords import hash_password
-from tests.conftest import make_token
-from tests.mcp.conftest import READ, uniq
+from tests.conftest import LiveServer, free_port, make_token
+from tests.mcp.conftest import READ, bearer, uniq
 from tests.mcp.external import REPO, browser_env, isolated_env, node, node_tool, run
 
 PASSWORD = "correct horse battery staple"
@@ -44,23 +47,20 @@ def oauth_bridge(mcp_url: str, env: dict[str, str]) -> StdioServerParameters:
     return StdioServerParameters(command=str(node()), args=args, env=env, cwd=REPO)
 
 
-async def inspector(mcp_url: str, token: str, home: Path, *args: str, exit_code: int = 0) -> dict[str, Any]:
-    completed = await run(
-        [
-            node(),
-            node_tool("@modelcontextprotocol/inspector/clients/launcher/build/index.js"),
-            "--cli",
-            mcp_url,
-            "--transport",
-            "http",
-            "--header",
-            f"Authorization: Bearer {token}",
-            *args,
-        ],
-        isolated_env(home),
-    )
+async def inspector_cli(
+    mcp_url: str, env: dict[str, str], *args: str, exit_code: int = 0, seconds: float = 90
+) -> tuple[dict[str, Any], str]:
+    """`npx @modelcontextprotocol/inspector --cli <url> --transport http …`: its JSON result and its stderr."""
+    launcher = node_tool("@modelcontextprotocol/inspector/clients/launcher/build/index.js")
+    completed = await run([node(), launcher, "--cli", mcp_url, "--transport", "http", *args], env, seconds)
     assert completed.returncode == exit_code, completed.stderr + completed.stdout
     output: dict[str, Any] = json.loads(completed.stdout)
+    return output, completed.stderr
+
+
+async def inspector(mcp_url: str, token: str, home: Path, *args: str, exit_code: int = 0) -> dict[str, Any]:
+    header = ("--header", f"Authorization: Bearer {token}")
+    output, _ = await inspector_cli(mcp_url, isolated_env(home), *header, *args, exit_code=exit_code)
     return output
 
 
@@ -126,3 +126,46 @@ async def test_mcp_remote_signs_in_with_oauth_and_steps_up(
         # Beyond the first grant (read + write): mcp-remote follows the 403 challenge and signs in again.
         emptied = await client.call_tool("delete_all_memories", {})
         assert emptied.structured_content == {"deleted": 1, "not_found": []}
+
+
+async def test_the_inspector_signs_in_with_oauth_then_reuses_its_grant(
+    live_server: LiveServer,
+    mcp_url: str,
+    tmp_path: Path,
+    sessions: async_sessionmaker[AsyncSession],
+    api: httpx.AsyncClient,
+) -> None:
+    email = uniq("inspector-oauth")
+    await add_local_account(sessions, email, await hash_password(PASSWORD))
+    env = {
+        **browser_env(tmp_path, email, PASSWORD),
+        "MCP_AUTO_OPEN_ENABLED": "true",  # open BROWSER without a TTY (the CLI refuses interactive OAuth otherwise)
+        "MCP_INSPECTOR_SECRET_STORE": "file",  # tokens in $HOME/.mcp-inspector, so the second run finds them
+    }
+    callback = f"http://127.0.0.1:{free_port()}/oauth/callback"
+    added, signing_in = await inspector_cli(
+        mcp_url, env, "--callback-url", callback, "--method", "tools/call", "--tool-name", "add_memories",
+        "--tool-arg", "text=I keep my passport in the blue folder", seconds=40,
+    )  # fmt: skip
+    # It discovered Engram, registered, and sent the (scripted) browser to Engram's authorization endpoint.
+    assert f"Please navigate to: {live_server.url}/oauth/authorize?" in signing_in
+    assert "redirect_uri=" + quote(callback, safe="") in signing_in
+    assert "Authorization complete." in signing_in
+    assert added["isError"] is False
+    memory = added["structuredContent"]["memory"]
+    assert memory["app"] == "MCP Inspector"  # the Inspector's registered client name
+
+    # A second run needs no browser: --stored-auth-only fails rather than sign in again.
+    found, again = await inspector_cli(
+        mcp_url, env, "--callback-url", callback, "--stored-auth-only", "--method", "tools/call",
+        "--tool-name", "search_memory", "--tool-arg", "query=where is my passport?", seconds=30,
+    )  # fmt: skip
+    assert "navigate to" not in again
+    assert found["structuredContent"]["results"][0]["id"] == memory["id"]
+
+    # The memory is the signed-in person's, and nobody else's.
+    own = await api.get(f"/api/v1/memories/{memory['id']}", headers=bearer(await make_token(sessions, email, [READ])))
+    assert own.status_code == 200, own.text
+    assert own.json()["content"] == "I keep my passport in the blue folder"
+    other = bearer(await make_token(sessions, uniq("stranger"), [READ]))
+    assert (await api.get(f"/api/v1/memories/{memory['id']}", headers=other)).status_code == 404
