@@ -227,7 +227,9 @@ def _read(
     if raw_scope is None:
         granted = scopes.parse(default_scopes)
     elif isinstance(raw_scope, str) or (isinstance(raw_scope, list) and all(isinstance(s, str) for s in raw_scope)):
-        granted = scopes.parse(raw_scope)
+        # A provider that knows nothing of Engram's scopes ("openid email profile") gets the
+        # issuer's defaults; one that names any of them gets exactly what it named.
+        granted = scopes.parse(raw_scope) or scopes.parse(default_scopes)
     else:
         raise TokenInvalid(f"the token's {scope_claim} claim is neither a string nor a list of strings")
     aud = claims["aud"]
