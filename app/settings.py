@@ -333,6 +333,9 @@ def validate(settings: Settings) -> None:
         raise SettingsError("ENGRAM_PUBLIC_URL must not end with a slash")
     if not settings.public_url.startswith(("http://", "https://")):
         raise SettingsError("ENGRAM_PUBLIC_URL must start with http:// or https://")
+    if not 1 <= settings.hnsw_ef_search <= 1000:
+        # pgvector refuses larger values, which would fail every transaction's binding statement.
+        raise SettingsError("ENGRAM_HNSW_EF_SEARCH must be between 1 and 1000 (pgvector's limit)")
     if not 0 < settings.near_duplicate_threshold <= 1:
         raise SettingsError("ENGRAM_NEAR_DUPLICATE_THRESHOLD must be in (0, 1]")
     if settings.oidc_issuer and not (settings.oidc_client_id and settings.oidc_client_secret):

@@ -57,6 +57,7 @@ def test_values_are_parsed_from_the_environment(tmp_path: Path) -> None:
         ("ENGRAM_TRUSTED_ISSUERS", '[{"issuer": 1}]', "not a valid JSON list of issuers"),
         ("ENGRAM_PUBLIC_URL", "https://engram.example.com/", "must not end with a slash"),
         ("ENGRAM_NEAR_DUPLICATE_THRESHOLD", "1.5", "must be in (0, 1]"),
+        ("ENGRAM_HNSW_EF_SEARCH", "2000", "between 1 and 1000"),
     ],
 )
 def test_bad_values_name_the_variable(variable: str, value: str, message: str, tmp_path: Path) -> None:

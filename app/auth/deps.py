@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.principal import Principal
 from app.auth.verifier import AuthFailure
-from app.db.session import Identity, bind
+from app.db.session import Identity, bind_now
 from app.memories.service import MemoryContext
 from app.oauth.metadata import DEFAULT_CLIENT_SCOPES, prm_url
 from app.problems import ProblemError
@@ -43,7 +43,7 @@ def _challenge(services: Services, failure: AuthFailure | None, scope: str | Non
     return ", ".join(parts)
 
 
-async def provide_principal(request: Request[Any, Any, Any]) -> Principal:
+async def provide_principal(request: Request[Any, Any, Any], db_session: NamedDependency[AsyncSession]) -> Principal:
     services = services_of(request)
     needed: str | None = request.route_handler.opt.get("scope")
     header = request.headers.get("authorization", "")
@@ -59,7 +59,10 @@ async def provide_principal(request: Request[Any, Any, Any]) -> Principal:
             headers={"WWW-Authenticate": _challenge(services, None, " ".join(DEFAULT_CLIENT_SCOPES))},
         )
     try:
-        principal = await services.verifier.verify(token.strip(), audiences=[services.settings.api_audience])
+        # The request's own session: token lookup, binding and the work share one transaction.
+        principal = await services.verifier.verify(
+            token.strip(), audiences=[services.settings.api_audience], session=db_session
+        )
     except AuthFailure as failure:
         challenge = _challenge(services, failure, " ".join(DEFAULT_CLIENT_SCOPES))
         headers = {"WWW-Authenticate": challenge} if failure.status == 401 else {}
@@ -85,7 +88,7 @@ async def provide_memory_context(
 ) -> MemoryContext:
     services = services_of(request)
     identity = Identity(principal.email, principal.client_id, request_id_of(request))
-    bind(db_session, identity, ef_search=services.settings.hnsw_ef_search)
+    await bind_now(db_session, identity, ef_search=services.settings.hnsw_ef_search)
     caller = await touch(db_session, principal)
     if caller.app_paused and not request.route_handler.opt.get("allow_paused_app"):
         raise ProblemError(

@@ -54,9 +54,10 @@ class TokenVerifier:
         self.sessions = sessions
         self.jwt = jwt
 
-    async def verify(self, token: str, *, audiences: list[str]) -> Principal:
+    async def verify(self, token: str, *, audiences: list[str], session: AsyncSession | None = None) -> Principal:
+        """`session`: resolve a personal token in that (still unbound) transaction instead of a new one."""
         if tokens.looks_like_personal_token(token):
-            principal = await self._personal(token)
+            principal = await self._personal(token, session)
         else:
             principal = await self._jwt(token, audiences)
         if not email_allowed(self.settings, principal.email):
@@ -67,9 +68,12 @@ class TokenVerifier:
             )
         return principal
 
-    async def _personal(self, token: str) -> Principal:
-        async with self.sessions() as session, session.begin():
+    async def _personal(self, token: str, session: AsyncSession | None) -> Principal:
+        if session is not None:
             resolved = await tokens.resolve(session, token)
+        else:
+            async with self.sessions() as own, own.begin():
+                resolved = await tokens.resolve(own, token)
         if resolved is None:
             raise AuthFailure(401, "invalid_token", "The personal access token is unknown, revoked or expired.")
         return Principal(

@@ -42,19 +42,19 @@ class EngramSession(Session):
     """The sync session class behind every runtime AsyncSession; carries the binding listener."""
 
 
+def _binding(info: dict[Any, Any]) -> dict[str, str]:
+    identity: Identity | None = info.get(IDENTITY_KEY)
+    return {
+        "email": identity.email if identity else "",
+        "client_id": (identity.client_id or "") if identity else "",
+        "request_id": (identity.request_id or "") if identity else "",
+        "ef_search": str(info.get(SEARCH_SETTINGS_KEY, 1000)),
+    }
+
+
 @event.listens_for(EngramSession, "after_begin")
 def _bind_identity(session: Session, transaction: SessionTransaction, connection: Connection) -> None:
-    identity: Identity | None = session.info.get(IDENTITY_KEY)
-    ef_search = session.info.get(SEARCH_SETTINGS_KEY, 1000)
-    connection.execute(
-        BIND_SQL,
-        {
-            "email": identity.email if identity else "",
-            "client_id": (identity.client_id or "") if identity else "",
-            "request_id": (identity.request_id or "") if identity else "",
-            "ef_search": str(ef_search),
-        },
-    )
+    connection.execute(BIND_SQL, _binding(session.info))
 
 
 def bind(session: AsyncSession, identity: Identity | None, *, ef_search: int | None = None) -> None:
@@ -70,6 +70,16 @@ def async_database_url(url: str) -> str:
         if url.startswith(prefix):
             return "postgresql+asyncpg://" + url[len(prefix) :]
     raise ValueError("the database URL must start with postgresql://")
+
+
+async def bind_now(session: AsyncSession, identity: Identity | None, *, ef_search: int | None = None) -> None:
+    """bind(), and also rebind the transaction already open (the listener only sees new ones).
+
+    Lets a request resolve its token and then act as its owner in one transaction.
+    """
+    bind(session, identity, ef_search=ef_search)
+    if session.in_transaction():
+        await session.execute(BIND_SQL, _binding(session.info))
 
 
 def create_engine(url: str, *, pool_size: int = 10, max_overflow: int = 10, **kwargs: Any) -> AsyncEngine:
