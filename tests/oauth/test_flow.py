@@ -17,35 +17,17 @@ import httpx
 import httpx2
 import pytest
 from mcp.client.auth import OAuthClientProvider
-from mcp.shared.auth import AuthorizationCodeResult, OAuthClientInformationFull, OAuthClientMetadata, OAuthToken
+from mcp.shared.auth import AuthorizationCodeResult, OAuthClientMetadata
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.oauth.login import add_local_account
 from app.oauth.passwords import hash_password
 from tests.conftest import LiveServer
-from tests.oauth.person import Person
+from tests.oauth.person import MemoryStorage, Person
 
 PASSWORD = "correct horse battery staple"
 REDIRECT = "http://127.0.0.1:53682/callback"
-
-
-class MemoryStorage:
-    def __init__(self) -> None:
-        self.tokens: OAuthToken | None = None
-        self.client: OAuthClientInformationFull | None = None
-
-    async def get_tokens(self) -> OAuthToken | None:
-        return self.tokens
-
-    async def set_tokens(self, tokens: OAuthToken) -> None:
-        self.tokens = tokens
-
-    async def get_client_info(self) -> OAuthClientInformationFull | None:
-        return self.client
-
-    async def set_client_info(self, client_info: OAuthClientInformationFull) -> None:
-        self.client = client_info
 
 
 async def _account(sessions: async_sessionmaker[AsyncSession], prefix: str) -> str:
