@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
+from litestar import Request
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.auth.jwt import JWTVerifier
@@ -26,3 +28,9 @@ class Services:
     verifier: TokenVerifier
     http: httpx.AsyncClient
     upstream: UpstreamOIDC | None = None
+
+
+def services_of(request: Request[Any, Any, Any]) -> Services:
+    """The app instance's Services, which the lifespan put in the app state."""
+    services: Services = request.app.state.services
+    return services

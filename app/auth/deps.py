@@ -18,13 +18,8 @@ from app.db.session import Identity, bind_now
 from app.memories.service import MemoryContext
 from app.oauth.metadata import DEFAULT_CLIENT_SCOPES, prm_url
 from app.problems import ProblemError
-from app.services import Services
+from app.services import Services, services_of
 from app.users.service import touch
-
-
-def services_of(request: Request[Any, Any, Any]) -> Services:
-    services: Services = request.app.state.services
-    return services
 
 
 def request_id_of(request: Request[Any, Any, Any]) -> str | None:

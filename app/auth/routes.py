@@ -6,11 +6,11 @@ from typing import Any
 
 from litestar import Request, Response, get
 
-from app.services import Services
+from app.services import services_of
 
 
 @get("/.well-known/jwks.json", tags=["oauth"], summary="Engram's public signing keys")
 async def jwks(request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
-    services: Services = request.app.state.services
+    services = services_of(request)
     # Short caching: a rotated key must reach verifiers well before the old one retires.
     return Response(await services.keys.jwks(), headers={"Cache-Control": "public, max-age=300"})

@@ -25,15 +25,10 @@ from app.oauth.cimd import MetadataDocumentError
 from app.oauth.clients import ClientRecord, RegistrationError, get_client, redirect_uri_matches
 from app.oauth.metadata import DEFAULT_CLIENT_SCOPES
 from app.oauth.pages import error_page, page
-from app.services import Services
+from app.services import Services, services_of
 
 PKCE_CHALLENGE = re.compile(r"^[A-Za-z0-9_-]{43,128}$")
 Form = Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED)]
-
-
-def _services(request: Request[Any, Any, Any]) -> Services:
-    services: Services = request.app.state.services
-    return services
 
 
 async def _client(services: Services, client_id: str) -> ClientRecord | None:
@@ -56,7 +51,7 @@ def _resource(raw: str | None, services: Services) -> str | None:
 
 @get("/oauth/authorize", include_in_schema=False)
 async def authorize(request: Request[Any, Any, Any]) -> Response[Any] | Template:
-    services = _services(request)
+    services = services_of(request)
     params = request.query_params
     client_id = params.get("client_id")
     if not client_id:
@@ -115,7 +110,7 @@ async def authorize(request: Request[Any, Any, Any]) -> Response[Any] | Template
 async def continue_authorization(
     request: Request[Any, Any, Any], pending_id: Annotated[str, Parameter(query="request")]
 ) -> Response[Any] | Template:
-    services = _services(request)
+    services = services_of(request)
     async with bound_session(services.sessions, None) as session:
         pending = await flow.load_pending(session, pending_id)
     if pending is None:
@@ -159,7 +154,7 @@ async def continue_authorization(
 
 @post("/oauth/consent", include_in_schema=False, status_code=303)
 async def consent(request: Request[Any, Any, Any], data: Form) -> Response[Any] | Template:
-    services = _services(request)
+    services = services_of(request)
     if not csrf_valid(request, services.settings, data.get("csrf_token")):
         return error_page(services, "Form expired", "Reload the page and try again.", status=403)
     user = await current_user(request, services.sessions, services.settings)

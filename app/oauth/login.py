@@ -22,7 +22,7 @@ from app.oauth import flow, passwords
 from app.oauth.browser import create_session, csrf_token, csrf_valid, current_user, end_session, with_cookies
 from app.oauth.pages import error_page, page
 from app.oauth.upstream import UpstreamError
-from app.services import Services
+from app.services import Services, services_of
 from app.settings import Settings
 from app.users.service import ensure_user
 
@@ -32,11 +32,6 @@ LOCK_WINDOW = timedelta(minutes=15)
 WRONG = "That email and password do not match an account."
 # Upstream errors that refuse the person rather than report a broken provider: 403, not 502.
 REFUSALS = frozenset({"group", "email_unverified"})
-
-
-def _services(request: Request[Any, Any, Any]) -> Services:
-    services: Services = request.app.state.services
-    return services
 
 
 async def _signed_in(services: Services, email: str, method: str, next_path: str) -> Response[Any]:
@@ -69,7 +64,7 @@ def _login_page(
 async def login_page(
     request: Request[Any, Any, Any], next: str | None = None, signed_out: str | None = None
 ) -> Response[Any] | Template:
-    services = _services(request)
+    services = services_of(request)
     next_path = flow.safe_next(next)
     if await current_user(request, services.sessions, services.settings):
         return Redirect(path=next_path, status_code=303)
@@ -91,7 +86,7 @@ async def _too_many_failures(services: Services, address: str) -> bool:
 
 @post("/login", include_in_schema=False, status_code=303)
 async def login_submit(request: Request[Any, Any, Any], data: Form) -> Response[Any] | Template:
-    services = _services(request)
+    services = services_of(request)
     settings = services.settings
     next_path = flow.safe_next(data.get("next"))
     if not settings.local_accounts_enabled:
@@ -146,7 +141,7 @@ async def login_submit(request: Request[Any, Any, Any], data: Form) -> Response[
 
 @get("/login/sso", include_in_schema=False)
 async def sso_start(request: Request[Any, Any, Any], next: str | None = None) -> Response[Any] | Template:
-    services = _services(request)
+    services = services_of(request)
     if not services.settings.oidc_issuer:
         return error_page(services, "Single sign-on is not configured", "Sign in with your Engram account.")
     state, nonce = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
@@ -176,7 +171,7 @@ async def sso_start(request: Request[Any, Any, Any], next: str | None = None) ->
 
 @get("/oauth/callback", include_in_schema=False)
 async def sso_callback(request: Request[Any, Any, Any]) -> Response[Any] | Template:
-    services = _services(request)
+    services = services_of(request)
     params = request.query_params
     async with bound_session(services.sessions, None) as session:
         row = (
@@ -227,7 +222,7 @@ async def sso_callback(request: Request[Any, Any, Any]) -> Response[Any] | Templ
 
 @post("/logout", include_in_schema=False, status_code=303)
 async def logout(request: Request[Any, Any, Any], data: Form) -> Response[Any] | Template:
-    services = _services(request)
+    services = services_of(request)
     if not csrf_valid(request, services.settings, data.get("csrf_token")):
         return error_page(services, "Form expired", "Reload the page and try again.", status=403)
     user = await current_user(request, services.sessions, services.settings)
@@ -275,7 +270,7 @@ def _setup_page(request: Request[Any, Any, Any], services: Services, token: str,
 
 @get("/setup", include_in_schema=False)
 async def setup_page(request: Request[Any, Any, Any], token: str = "") -> Template:
-    services = _services(request)
+    services = services_of(request)
     if not await _setup_link_valid(services, token):
         return error_page(services, "Link not valid", "This set-up link was already used or has expired.", status=404)
     return _setup_page(request, services, token)
@@ -283,7 +278,7 @@ async def setup_page(request: Request[Any, Any, Any], token: str = "") -> Templa
 
 @post("/setup", include_in_schema=False, status_code=303)
 async def setup_submit(request: Request[Any, Any, Any], data: Form) -> Response[Any] | Template:
-    services = _services(request)
+    services = services_of(request)
     token = data.get("token", "")
     if not csrf_valid(request, services.settings, data.get("csrf_token")):
         return _setup_page(request, services, token, error="The form expired; try again.", status=403)
@@ -327,7 +322,7 @@ async def add_local_account(
 # --- password change -------------------------------------------------------------------------------
 @get("/account/password", include_in_schema=False)
 async def password_page(request: Request[Any, Any, Any]) -> Response[Any] | Template:
-    services = _services(request)
+    services = services_of(request)
     user = await current_user(request, services.sessions, services.settings)
     if user is None:
         return Redirect(path="/login?next=/account/password", status_code=303)
@@ -340,7 +335,7 @@ async def password_page(request: Request[Any, Any, Any]) -> Response[Any] | Temp
 
 @post("/account/password", include_in_schema=False, status_code=200)
 async def password_submit(request: Request[Any, Any, Any], data: Form) -> Response[Any] | Template:
-    services = _services(request)
+    services = services_of(request)
     user = await current_user(request, services.sessions, services.settings)
     if user is None:
         return Redirect(path="/login?next=/account/password", status_code=303)

@@ -10,7 +10,7 @@ from typing import Any
 from litestar import Request, get
 
 from app.auth import scopes
-from app.services import Services
+from app.services import services_of
 from app.settings import Settings
 
 # What a client should ask for up front; deleting is a step-up through a 403 challenge.
@@ -33,7 +33,7 @@ def prm_url(settings: Settings, resource_path: str) -> str:
 
 
 def _settings(request: Request[Any, Any, Any]) -> Settings:
-    services: Services = request.app.state.services
+    services = services_of(request)
     return services.settings
 
 

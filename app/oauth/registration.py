@@ -16,7 +16,7 @@ from litestar.status_codes import HTTP_201_CREATED
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.oauth.clients import ClientRecord, RedirectPolicy, RegistrationError, register_dynamic
-from app.settings import Settings
+from app.services import services_of
 
 MAX_BODY_BYTES = 16 * 1024
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
@@ -71,7 +71,7 @@ def _authorized(request: Request[Any, Any, Any], expected: str) -> bool:
 )
 async def register_client(request: Request[Any, Any, Any], db_session: NamedDependency[AsyncSession]) -> Response[Any]:
     """Registers an MCP client with its redirect URIs; confidential clients get a secret, shown once."""
-    settings: Settings = request.app.state.services.settings
+    settings = services_of(request).settings
     if settings.registration_access_token and not _authorized(request, settings.registration_access_token):
         return oauth_error(
             401,

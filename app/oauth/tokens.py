@@ -31,7 +31,7 @@ from app.db.session import Identity, bound_session
 from app.oauth import flow
 from app.oauth.cimd import MetadataDocumentError
 from app.oauth.clients import ClientRecord, RegistrationError, get_client, verify_client_secret
-from app.services import Services
+from app.services import Services, services_of
 
 log = structlog.get_logger("engram.oauth")
 Form = Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED)]
@@ -53,11 +53,6 @@ def _error_response(exc: OAuthError) -> Response[dict[str, str]]:
         status_code=exc.status,
         headers={**NO_STORE, **(exc.headers or {})},
     )
-
-
-def _services(request: Request[Any, Any, Any]) -> Services:
-    services: Services = request.app.state.services
-    return services
 
 
 async def authenticate_client(
@@ -275,7 +270,7 @@ async def _refresh(services: Services, client: ClientRecord, form: dict[str, str
 
 @post("/oauth/token", include_in_schema=False, status_code=200)
 async def token_endpoint(request: Request[Any, Any, Any], data: Form) -> Response[Any]:
-    services = _services(request)
+    services = services_of(request)
     try:
         client = await authenticate_client(services, request, data)
         grant = data.get("grant_type")
@@ -294,7 +289,7 @@ async def token_endpoint(request: Request[Any, Any, Any], data: Form) -> Respons
 @post("/oauth/revoke", include_in_schema=False, status_code=200)
 async def revoke_endpoint(request: Request[Any, Any, Any], data: Form) -> Response[Any]:
     """RFC 7009: always 200 for a token we do not know; a refresh token ends its whole sign-in."""
-    services = _services(request)
+    services = services_of(request)
     try:
         client = await authenticate_client(services, request, data)
     except OAuthError as exc:

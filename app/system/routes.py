@@ -9,7 +9,7 @@ from litestar import Request, Response, get
 from sqlalchemy import text
 
 from app.db.migrate import current_revision, head_revision
-from app.services import Services
+from app.services import services_of
 
 
 class Health(msgspec.Struct):
@@ -30,7 +30,7 @@ async def health() -> Health:
 
 @get("/ready", tags=["system"], summary="Readiness", cache=False)
 async def ready(request: Request[Any, Any, Any]) -> Response[Readiness]:
-    services: Services = request.app.state.services
+    services = services_of(request)
     database = migrations = "ok"
     try:
         async with services.engine.connect() as conn:

@@ -19,7 +19,7 @@ from litestar.response import Redirect, Template
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth import scopes
-from app.auth.deps import request_id_of, services_of
+from app.auth.deps import request_id_of
 from app.auth.principal import Principal
 from app.auth.verifier import email_allowed
 from app.db.session import Identity, bind
@@ -27,7 +27,7 @@ from app.memories.service import MemoryContext, MemoryService
 from app.oauth.browser import CSRF_FIELD, SignedIn, csrf_token, csrf_valid, current_user
 from app.oauth.pages import error_page, page
 from app.problems import ProblemError
-from app.services import Services
+from app.services import Services, services_of
 from app.users.service import touch
 
 WEB_CLIENT_ID = "web"
