@@ -195,7 +195,7 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
         dependencies={"principal": Provide(provide_principal), "ctx": Provide(provide_memory_context)},
         plugins=[SQLAlchemyPlugin(config=db_config)],
         lifespan=[mcp.lifespan, lifespan],
-        middleware=[DefineMiddleware(RequestLogMiddleware)],
+        middleware=[DefineMiddleware(RequestLogMiddleware, server_timing=settings.server_timing)],
         exception_handlers=EXCEPTION_HANDLERS,
         openapi_config=openapi,
         logging_config=None,  # configure_logging() owns the root logger

@@ -67,6 +67,12 @@ class Settings:
     log_format: Literal["auto", "json", "console"] = setting(
         "auto", doc="`json` for machines, `console` for people; `auto` picks console on a terminal."
     )
+    server_timing: bool = setting(
+        False,
+        doc="Send a `Server-Timing` header (auth, embed, search, … in ms) with every response. The access "
+        "log carries the same phases either way; the header is off by default because it tells callers "
+        "how the server spends its time.",
+    )
 
     # --- database ------------------------------------------------------------------------------
     database_url: str | None = setting(

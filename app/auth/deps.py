@@ -19,6 +19,7 @@ from app.memories.service import MemoryContext
 from app.oauth.metadata import DEFAULT_CLIENT_SCOPES, prm_url
 from app.problems import ProblemError
 from app.services import Services, services_of
+from app.system.timing import phase
 from app.users.service import touch
 
 
@@ -55,9 +56,10 @@ async def provide_principal(request: Request[Any, Any, Any], db_session: NamedDe
         )
     try:
         # The request's own session: token lookup, binding and the work share one transaction.
-        principal = await services.verifier.verify(
-            token.strip(), audiences=[services.settings.api_audience], session=db_session
-        )
+        with phase("auth"):
+            principal = await services.verifier.verify(
+                token.strip(), audiences=[services.settings.api_audience], session=db_session
+            )
     except AuthFailure as failure:
         challenge = _challenge(services, failure, " ".join(DEFAULT_CLIENT_SCOPES))
         headers = {"WWW-Authenticate": challenge} if failure.status == 401 else {}
@@ -83,8 +85,9 @@ async def provide_memory_context(
 ) -> MemoryContext:
     services = services_of(request)
     identity = Identity(principal.email, principal.client_id, request_id_of(request))
-    await bind_now(db_session, identity, ef_search=services.settings.hnsw_ef_search)
-    caller = await touch(db_session, principal)
+    with phase("caller"):
+        await bind_now(db_session, identity, ef_search=services.settings.hnsw_ef_search)
+        caller = await touch(db_session, principal)
     if caller.app_paused and not request.route_handler.opt.get("allow_paused_app"):
         raise ProblemError(
             403,

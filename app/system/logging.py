@@ -12,6 +12,7 @@ import structlog
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.settings import Settings
+from app.system import timing
 
 
 def configure_logging(settings: Settings) -> None:
@@ -61,10 +62,12 @@ def _clean_request_id(raw: str | None) -> str:
 
 
 class RequestLogMiddleware:
-    """Gives every request an id (kept from X-Request-ID when sane) and logs one line per request."""
+    """Gives every request an id (kept from X-Request-ID when sane) and logs one line per request,
+    with the time of its phases (and a Server-Timing header when `server_timing` is on)."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, server_timing: bool = False) -> None:
         self.app = app
+        self.server_timing = server_timing
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -74,6 +77,7 @@ class RequestLogMiddleware:
         request_id = _clean_request_id(headers.get(b"x-request-id", b"").decode("latin-1") or None)
         scope.setdefault("state", {})["request_id"] = request_id
         started = time.perf_counter()
+        phases = timing.start()
         status = 500
         # Read now: mounted apps (/mcp) see a rewritten scope["path"] further down.
         raw_path = scope.get("raw_path")
@@ -83,7 +87,11 @@ class RequestLogMiddleware:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
+                extra = [(b"x-request-id", request_id.encode())]
+                if self.server_timing:
+                    total = (time.perf_counter() - started) * 1000
+                    extra.append((b"server-timing", timing.server_timing(phases, total)))
+                message["headers"] = [*message.get("headers", []), *extra]
             await send(message)
 
         try:
@@ -97,4 +105,5 @@ class RequestLogMiddleware:
                 status=status,
                 ms=round((time.perf_counter() - started) * 1000, 1),
                 request_id=request_id,
+                **{f"{name}_ms": round(ms, 1) for name, ms in phases.items()},
             )

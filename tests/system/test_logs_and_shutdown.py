@@ -22,7 +22,8 @@ async def test_logs_are_json_lines_without_tokens_or_content(
     secret_text = "The vault combination is 31-415-92"
     headers = {"Authorization": f"Bearer {token}", "X-Request-ID": "trace-me-123"}
     assert (await api.post("/api/v1/memories", json={"text": secret_text}, headers=headers)).status_code == 201
-    await api.post("/api/v1/memories/search", json={"query": "vault combination"}, headers=headers)
+    searched = await api.post("/api/v1/memories/search", json={"query": "vault combination"}, headers=headers)
+    assert "server-timing" not in searched.headers
     await api.get("/api/v1/memories", params={"q": "vault", "access_token": token}, headers=headers)
     await asyncio.sleep(0.5)  # let the server flush its log lines
     log = live_server.log()
@@ -34,6 +35,9 @@ async def test_logs_are_json_lines_without_tokens_or_content(
     traced = [line for line in request_lines if line.get("request_id") == "trace-me-123"]
     assert {line["path"] for line in traced} == {"/api/v1/memories", "/api/v1/memories/search"}
     assert all(line["status"] in (200, 201) for line in traced)
+    # Where the search spent its time is logged (Server-Timing itself is off by default).
+    search_line = next(line for line in traced if line["path"] == "/api/v1/memories/search")
+    assert {"auth_ms", "caller_ms", "embed_ms", "search_ms"} <= set(search_line)
 
 
 async def test_in_flight_requests_finish_during_shutdown(
