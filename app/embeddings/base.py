@@ -49,7 +49,7 @@ class Embedder(ABC):
         self.batch_size = max(1, settings.embedding_batch_size)
         self._dimensions: int | None = None
         self._batcher: MicroBatcher[Vector] = MicroBatcher(self._embed, self.batch_size)
-        self._cache: OrderedDict[str, Vector] = OrderedDict()
+        self._cache: OrderedDict[tuple[str, str], Vector] = OrderedDict()
         self._cache_size = settings.embedding_cache_size
         self._start_lock = asyncio.Lock()
         self._started = False
@@ -79,14 +79,21 @@ class Embedder(ABC):
             return []
         return await self._batcher.submit(texts)
 
-    async def embed_query(self, text: str) -> Vector:
-        cached = self._cache.get(text)
+    async def embed_query(self, text: str, *, cache_scope: str = "") -> Vector:
+        """The vector of a search text, from the cache when this scope asked for it recently.
+
+        Callers pass the user as `cache_scope`: a cache shared between users would answer one
+        user's search measurably faster when another had searched the same words, which tells
+        them what someone else looked for.
+        """
+        key = (cache_scope, text)
+        cached = self._cache.get(key)
         if cached is not None:
-            self._cache.move_to_end(text)
+            self._cache.move_to_end(key)
             return cached
         [vector] = await self._batcher.submit([text])
         if self._cache_size > 0:
-            self._cache[text] = vector
+            self._cache[key] = vector
             while len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
         return vector

@@ -59,6 +59,15 @@ async def test_query_cache_is_bounded_lru() -> None:
     assert embedder.calls == [["a"], ["bb"], ["ccc"], ["bb"]]
 
 
+async def test_query_cache_is_scoped_per_caller() -> None:
+    # One user's cached search must not make another user's identical search faster.
+    async with FakeEmbedder(Settings()) as embedder:
+        mine = await embedder.embed_query("a", cache_scope="alice@example.com")
+        await embedder.embed_query("a", cache_scope="bob@example.com")
+        assert await embedder.embed_query("a", cache_scope="alice@example.com") is mine
+    assert embedder.calls == [["a"], ["a"]]
+
+
 async def test_cache_size_zero_disables_the_cache() -> None:
     async with FakeEmbedder(Settings(embedding_cache_size=0)) as embedder:
         await embedder.embed_query("a")
