@@ -101,6 +101,8 @@ async def reembed(
                     "ADD COLUMN embedding_next_hash text"
                 )
             )
+            # Inline like `embedding` (migration 0004): the swap renames this column into place.
+            await conn.execute(text("ALTER TABLE memories ALTER COLUMN embedding_next SET STORAGE MAIN"))
             await conn.execute(
                 text(
                     "INSERT INTO engram_meta (key, value) VALUES ('reembed_target', :t) "

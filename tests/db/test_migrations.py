@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.db import migrate
 from app.db.bootstrap import EmbeddedUrls, bootstrap
@@ -74,3 +75,15 @@ async def test_every_user_owned_table_forces_rls(db_urls: EmbeddedUrls) -> None:
         assert row.relrowsecurity, row.relname
         assert row.relforcerowsecurity, row.relname
         assert row.owner_indexed, f"{row.relname} has no btree leading with its owner column"
+
+
+async def test_embeddings_stay_in_the_row(runtime_engine: AsyncEngine) -> None:
+    """Storage MAIN (migration 0004): an exact scan reads vectors from the heap row, not from TOAST."""
+    async with runtime_engine.connect() as conn:
+        storage = await conn.scalar(
+            text(
+                "SELECT attstorage::text FROM pg_attribute "
+                "WHERE attrelid = 'memories'::regclass AND attname = 'embedding'"
+            )
+        )
+    assert storage == "m"

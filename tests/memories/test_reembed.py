@@ -95,6 +95,14 @@ async def test_reembed_resumes_and_never_leaves_search_empty(
                 (await conn.scalars(text("SELECT indexname FROM pg_indexes WHERE tablename = 'memories'"))).all()
             )
             meta = dict((await conn.execute(text("SELECT key, value FROM engram_meta"))).all())
+            # The swapped-in column keeps vectors in the row, as migration 0004 set for the old one.
+            storage = await conn.scalar(
+                text(
+                    "SELECT attstorage::text FROM pg_attribute "
+                    "WHERE attrelid = 'memories'::regclass AND attname = 'embedding'"
+                )
+            )
+        assert storage == "m"
         assert "embedding_next" not in columns
         assert "embedding" in columns
         assert "memories_embedding_hnsw_idx" in indexes
