@@ -3,12 +3,13 @@
 Every transaction of a bound session starts with one statement that sets `app.user_email`
 (which the row-level security policies read), the client and request ids (which the audit
 triggers read) and the vector-search settings. All are transaction-local (`set_config(…, true)`),
-so nothing survives into the next use of a pooled connection; a session with no identity binds
-the empty string, which matches no row.
+so nothing survives into the next use of a pooled connection; a session with no identity runs no
+binding statement, and the unset setting matches no row.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -16,8 +17,12 @@ from typing import Any
 
 from sqlalchemy import event, text
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import Session, SessionTransaction
+from sqlalchemy.pool import ConnectionPoolEntry
+
+from app.db.vectors import register_vector_codec
 
 IDENTITY_KEY = "engram_identity"
 SEARCH_SETTINGS_KEY = "engram_search_settings"
@@ -54,7 +59,10 @@ def _binding(info: dict[Any, Any]) -> dict[str, str]:
 
 @event.listens_for(EngramSession, "after_begin")
 def _bind_identity(session: Session, transaction: SessionTransaction, connection: Connection) -> None:
-    connection.execute(BIND_SQL, _binding(session.info))
+    # Unbound work (resolving a token, SECURITY DEFINER lookups) needs no statement: an unset
+    # app.user_email matches no row, exactly like the empty string.
+    if session.info.get(IDENTITY_KEY) is not None:
+        connection.execute(BIND_SQL, _binding(session.info))
 
 
 def bind(session: AsyncSession, identity: Identity | None, *, ef_search: int | None = None) -> None:
@@ -82,12 +90,39 @@ async def bind_now(session: AsyncSession, identity: Identity | None, *, ef_searc
         await session.execute(BIND_SQL, _binding(session.info))
 
 
+# A pooled connection idle longer than this is pinged before use. SQLAlchemy's pool_pre_ping
+# pings every time (BEGIN, `;`, ROLLBACK: three round trips, 0.3–0.5 ms per request measured);
+# a connection used a moment ago is alive, and one the server closed meanwhile is already known
+# to asyncpg as closed, which costs nothing to check.
+PING_AFTER_IDLE_SECONDS = 5.0
+_CHECKED_IN_AT = "engram_checked_in_at"
+
+
+def _on_connect(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+    dbapi_connection.run_async(register_vector_codec)
+
+
+def _on_checkin(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+    record.info[_CHECKED_IN_AT] = time.monotonic()
+
+
+def _on_checkout(dbapi_connection: Any, record: ConnectionPoolEntry, proxy: Any) -> None:
+    if dbapi_connection.driver_connection.is_closed():
+        raise DisconnectionError("the database closed this pooled connection")
+    idle = time.monotonic() - record.info.get(_CHECKED_IN_AT, 0.0)
+    if idle > PING_AFTER_IDLE_SECONDS:
+        try:
+            dbapi_connection.ping()
+        except Exception as exc:
+            # The pool discards the connection and checks out another (or opens a new one).
+            raise DisconnectionError(f"a pooled connection failed its ping: {exc}") from exc
+
+
 def create_engine(url: str, *, pool_size: int = 10, max_overflow: int = 10, **kwargs: Any) -> AsyncEngine:
-    return create_async_engine(
+    engine = create_async_engine(
         async_database_url(url),
         pool_size=pool_size,
         max_overflow=max_overflow,
-        pool_pre_ping=True,
         # Parameters carry memory text and embeddings: keep them out of error messages and logs.
         hide_parameters=True,
         connect_args={
@@ -100,6 +135,10 @@ def create_engine(url: str, *, pool_size: int = 10, max_overflow: int = 10, **kw
         },
         **kwargs,
     )
+    event.listen(engine.sync_engine, "connect", _on_connect)
+    event.listen(engine.sync_engine.pool, "checkin", _on_checkin)
+    event.listen(engine.sync_engine.pool, "checkout", _on_checkout)
+    return engine
 
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
