@@ -2,7 +2,8 @@
 
 Database timings use the service's own code path: a runtime-role session from
 `app.db.session` (same engine options), bound to the user by `bound_session` (so the binding
-statement is part of the time), `app.memories.search.nearest` with the route chosen the way
+statement is part of the time), `app.memories.search.find` — the one statement a search sends:
+ranking, the hits' rows and app names, their access-log rows — with the route chosen the way
 `MemoryService._exact_route` chooses it. Each timing covers the whole transaction: BEGIN, the
 binding statement, the search, COMMIT.
 """
@@ -30,6 +31,7 @@ from app.db.models import Memory
 from app.db.session import Identity, bound_session
 from app.embeddings import Embedder
 from app.memories import search
+from app.memories.schemas import SearchMode
 from app.memories.service import MemoryContext, MemoryService
 from app.settings import Settings
 from app.tokens import service as tokens
@@ -139,17 +141,38 @@ async def db_search(
     """Semantic search (k nearest) per query vector: transaction times in ms, and the ids returned.
     `fetch` > k asks the index for more rows and keeps the nearest k (a possible remedy, not what
     the service does)."""
-    clauses = search.filter_clauses(None, search.ACTIVE_ONLY)
     times, results = [], []
-    for index, vector in enumerate(cls.vectors):
+    for index, (query, vector) in enumerate(zip(cls.texts, cls.vectors, strict=True)):
         email, count = cls.user_of(index)
-        exact = count <= settings.search_exact_max_rows  # MemoryService._exact_route
         started = time.perf_counter()
         async with bound_session(sessions, Identity(email, CLIENT_ID), ef_search=settings.hnsw_ef_search) as s:
-            rows = await search.nearest(s, vector, fetch or k, clauses, exact=exact)
+            rows = await find(s, settings, "semantic", email, count, query, vector, fetch or k)
         times.append((time.perf_counter() - started) * 1000)
-        results.append([i for i, _ in rows[:k]])
+        results.append([r.id for r in rows[:k]])
     return times, results
+
+
+async def find(
+    session: AsyncSession,
+    settings: Settings,
+    mode: SearchMode,
+    email: str,
+    count: int,
+    query: str,
+    vector: NDArray[np.float32],
+    k: int,
+) -> Sequence[Any]:
+    """`search.find` as `MemoryService.search` calls it (route, default filters, access log)."""
+    return await search.find(
+        session,
+        mode=mode,
+        query=query,
+        query_vector=vector,
+        limit=k,
+        filters=None,
+        exact=count <= settings.search_exact_max_rows,  # MemoryService._exact_route
+        access=search.AccessRecord(email, None, CLIENT_ID),
+    )
 
 
 RAW_BIND = (
@@ -167,32 +190,31 @@ async def db_raw(
     cls: SizeClass,
     k: int,
 ) -> list[float]:
-    """The same statements without SQLAlchemy: a plain asyncpg connection of the runtime role,
-    BEGIN, the binding statement, the search SQL captured from `nearest` (vector sent as text,
-    as SQLAlchemy sends it), COMMIT. The difference to `db_search` is the client library's cost."""
-    clauses = search.filter_clauses(None, search.ACTIVE_ONLY)
-    engine = sessions.kw["bind"]
-    to_text = Memory.embedding.type.bind_processor(engine.dialect)
-    statements: dict[bool, tuple[str, list[Any], int]] = {}
+    """The same statements without SQLAlchemy: a plain asyncpg connection of the runtime role
+    (with the app's binary vector codec), BEGIN, the binding statement, the search SQL captured
+    from `find`, COMMIT. The difference to `db_search` is the client library's cost."""
+    statements: dict[bool, tuple[str, list[Any], int, int]] = {}
     times = []
-    for index, vector in enumerate(cls.vectors):
+    for index, (query, vector) in enumerate(zip(cls.texts, cls.vectors, strict=True)):
         email, count = cls.user_of(index)
         exact = count <= settings.search_exact_max_rows
         if exact not in statements:  # capture the route's SQL once, in a throwaway transaction
             async with bound_session(sessions, Identity(email, CLIENT_ID)) as s:
                 capture.active = True
                 try:
-                    await search.nearest(s, vector, k, clauses, exact=exact)
+                    await find(s, settings, "semantic", email, count, query, vector, k)
                 finally:
                     capture.active = False
             assert capture.last is not None
             statement, parameters = capture.last
             params = list(parameters)
-            slot = next(i for i, p in enumerate(params) if isinstance(p, str) and p.startswith("["))
-            statements[exact] = (statement, params, slot)
-        statement, params, slot = statements[exact]
+            slot = next(i for i, p in enumerate(params) if isinstance(p, np.ndarray))
+            owner = params.index(email)  # the access-log rows' owner
+            statements[exact] = (statement, params, slot, owner)
+        statement, params, slot, owner = statements[exact]
         started = time.perf_counter()
-        params[slot] = to_text(vector) if to_text else vector
+        params[slot] = vector
+        params[owner] = email
         async with conn.transaction():
             await conn.execute(RAW_BIND, email, CLIENT_ID, "", str(settings.hnsw_ef_search))
             await conn.fetch(statement, *params)
@@ -215,17 +237,14 @@ async def db_empty(sessions: async_sessionmaker[AsyncSession], settings: Setting
 async def db_hybrid(
     sessions: async_sessionmaker[AsyncSession], settings: Settings, cls: SizeClass, k: int
 ) -> list[float]:
-    """The database part of a hybrid search: nearest(pool) and keyword(pool) in one transaction."""
-    clauses = search.filter_clauses(None, search.ACTIVE_ONLY)
-    pool = max(k * 4, 40)  # as MemoryService.search
+    """The database part of a hybrid search: `find` in hybrid mode (vector and keyword rankings of
+    40 each, fused in SQL), in its transaction."""
     times = []
     for index, (query, vector) in enumerate(zip(cls.hybrid_texts, cls.hybrid_vectors, strict=True)):
         email, count = cls.user_of(index)
-        exact = count <= settings.search_exact_max_rows
         started = time.perf_counter()
         async with bound_session(sessions, Identity(email, CLIENT_ID), ef_search=settings.hnsw_ef_search) as s:
-            await search.nearest(s, vector, pool, clauses, exact=exact)
-            await search.keyword(s, query, pool, clauses)
+            await find(s, settings, "hybrid", email, count, query, vector, k)
         times.append((time.perf_counter() - started) * 1000)
     return times
 
@@ -239,15 +258,13 @@ async def explain_sample(
     n: int,
 ) -> dict[str, Any]:
     """Server-side execution time of the search statement (EXPLAIN ANALYZE) and its plan's top node."""
-    clauses = search.filter_clauses(None, search.ACTIVE_ONLY)
     execution, planning, nodes = [], [], set()
-    for index, vector in enumerate(cls.vectors[:n]):
+    for index, (query, vector) in enumerate(zip(cls.texts[:n], cls.vectors[:n], strict=True)):
         email, count = cls.user_of(index)
-        exact = count <= settings.search_exact_max_rows
         async with bound_session(sessions, Identity(email, CLIENT_ID), ef_search=settings.hnsw_ef_search) as s:
             capture.active = True
             try:
-                await search.nearest(s, vector, k, clauses, exact=exact)
+                await find(s, settings, "semantic", email, count, query, vector, k)
             finally:
                 capture.active = False
             assert capture.last is not None
@@ -335,8 +352,10 @@ async def rest_search(
     texts: list[str],
     mode: str,
     k: int,
+    phases: dict[str, list[float]] | None = None,
 ) -> tuple[list[float], int, int]:
-    """POST /api/v1/memories/search per text, one at a time: ms each, errors, short results."""
+    """POST /api/v1/memories/search per text, one at a time: ms each, errors, short results.
+    `phases` collects the server's own account of each request (its Server-Timing header)."""
     times, errors, short = [], 0, 0
     for index, query in enumerate(texts):
         email, count = cls.user_of(index)
@@ -347,11 +366,26 @@ async def rest_search(
             headers={"Authorization": f"Bearer {tokens_by_email[email]}"},
         )
         times.append((time.perf_counter() - started) * 1000)
+        if phases is not None:
+            for name, ms in server_timing(response.headers.get("server-timing", "")).items():
+                phases.setdefault(name, []).append(ms)
         if response.status_code != 200:
             errors += 1
         elif len(response.json()["hits"]) < min(k, count):
             short += 1
     return times, errors, short
+
+
+def server_timing(header: str) -> dict[str, float]:
+    """`auth;dur=1.2, embed;dur=9.8` → {"auth": 1.2, "embed": 9.8}."""
+    out: dict[str, float] = {}
+    for part in header.split(","):
+        name, _, params = part.strip().partition(";")
+        for param in params.split(";"):
+            key, _, value = param.strip().partition("=")
+            if key == "dur" and name:
+                out[name] = float(value)
+    return out
 
 
 async def rest_adds(client: httpx.AsyncClient, token: str, texts: list[str], concurrency: int) -> dict[str, Any]:

@@ -48,8 +48,9 @@ How it measures:
   "trip to Lisbon") embedded with the real model; spread round-robin over the measured users
   of a class.
 - **Database.** The service's code path through the runtime role: `bound_session` (the
-  identity-binding statement included), `app.memories.search.nearest` with the route that
-  `MemoryService._exact_route` picks (exact per-user scan up to
+  identity-binding statement included), `app.memories.search.find` — the one statement a
+  search sends: the ranking, the hits' rows and app names, and their access-log rows — with the
+  route that `MemoryService._exact_route` picks (exact per-user scan up to
   `ENGRAM_SEARCH_EXACT_MAX_ROWS`, HNSW with relaxed iterative scan above), timed from BEGIN to
   COMMIT in the client. "server" is PostgreSQL's own execution time of the search statement
   (EXPLAIN ANALYZE on a sample of 20 queries) — the client time adds SQLAlchemy, asyncpg and
@@ -65,7 +66,9 @@ How it measures:
   runtime role, personal access tokens per measured user, one request at a time; every
   query text is new to the server, so its query-embedding cache never answers (the
   "cached" column repeats the semantic texts to show what a cache hit saves). Embedding time
-  is `embed_query` in the benchmark process with the cache off, on the same texts.
+  is `embed_query` in the benchmark process with the cache off, on the same texts. The server
+  runs with `ENGRAM_SERVER_TIMING=true`; its `Server-Timing` headers give the split of each
+  request inside the server (token check, caller registration, embedding, search statement).
 - **Settings.** The benchmark process and the server read the same `ENGRAM_*` environment
   (no `.env`), so e.g. `ENGRAM_SEARCH_EXACT_MAX_ROWS=10000 make bench` measures that setting.
   `--wait-quiet MINUTES` waits for an idle machine first; each section reports the CPU use
@@ -190,11 +193,11 @@ def render(results: dict[str, Any], label: str) -> str:
         "### Search: database only",
         "",
         "Times in ms. *app path*: the service's code (SQLAlchemy session, binding statement, "
-        "`nearest`), BEGIN to COMMIT; *raw*: the same SQL over a plain asyncpg connection; *server*: "
-        "PostgreSQL's execution time (EXPLAIN ANALYZE, 20 queries) and planning time. *hybrid*: "
-        "`nearest` (40) + `keyword` (40) in one transaction, as hybrid search does. The `SELECT 1` "
-        "column is the app path's fixed cost per transaction (session, pool check-out and pre-ping, "
-        "BEGIN, binding statement, COMMIT).",
+        "`find`: ranking, hit rows, access log), BEGIN to COMMIT; *raw*: the same SQL over a plain "
+        "asyncpg connection; *server*: PostgreSQL's execution time (EXPLAIN ANALYZE, 20 queries) and "
+        "planning time. *hybrid*: `find` in hybrid mode (vector and keyword rankings of 40 each, fused "
+        "in SQL). The `SELECT 1` column is the app path's fixed cost per transaction (session, pool "
+        "check-out, BEGIN, binding statement, COMMIT).",
         "",
         "| class | memories/user | users measured | route | queries | app path p50 / p95 "
         "| app path, `SELECT 1` instead of the search p50 | raw p50 / p95 "
@@ -255,6 +258,24 @@ def render(results: dict[str, Any], label: str) -> str:
                 f"{s['short'] + cached['short']} |"
             )
         out.append("")
+        if "server_phases" in next(iter(classes.values())):
+            names = ["auth", "caller", "embed", "search", "total"]
+            out += [
+                "Inside the server (p50 of its `Server-Timing` phases, ms): *auth* checks the token, "
+                "*caller* binds the identity and registers the user and app, *embed* embeds the query, "
+                "*search* runs the search statement; *total* runs from the request's arrival to the "
+                "response's first byte (the COMMIT included); the client's REST time adds HTTP and "
+                "JSON on both ends.",
+                "",
+                "| class | request | " + " | ".join(names) + " |",
+                "|---|---|" + "---|" * len(names),
+            ]
+            for name, c in classes.items():
+                for key, label in (("rest_semantic", "semantic"), ("rest_semantic_cached", "semantic, cached")):
+                    got = c["server_phases"].get(key, {})
+                    cells = [_f(got[n]["p50"]) if n in got else "–" for n in names]
+                    out.append(f"| {name} | {label} | " + " | ".join(cells) + " |")
+            out.append("")
         out.append(f"Server start-up (model load included): {results['server_start_s']:.1f} s.")
         out.append("")
         a, sv = results["add_rest"], results["add_service"]

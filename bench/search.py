@@ -39,6 +39,7 @@ from app.db import migrate  # noqa: E402
 from app.db.bootstrap import AUDITOR_ROLE, OWNER_ROLE, RUNTIME_ROLE, bootstrap  # noqa: E402
 from app.db.embedded import SUPERUSER, EmbeddedPostgres  # noqa: E402
 from app.db.session import create_engine, session_factory  # noqa: E402
+from app.db.vectors import register_vector_codec  # noqa: E402
 from app.embeddings import create_embedder  # noqa: E402
 from app.settings import Settings, load_settings  # noqa: E402
 from bench import dataset, measure, report, text  # noqa: E402
@@ -215,6 +216,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             database="engram",
             server_settings={"application_name": "engram-bench", "plan_cache_mode": "force_custom_plan"},
         )
+        await register_vector_codec(raw)
         bench = Bench(settings, embedder, sessions, capture, raw, client, tokens, k, args.block, args.sweep_queries)
         try:
             results["classes"] = {}
@@ -329,6 +331,7 @@ async def measure_class(b: Bench, cls: measure.SizeClass, warm_texts: list[str])
     acc: dict[str, list[float]] = {}
     found: list[list[Any]] = []
     rest_counts: dict[str, list[int]] = {}
+    phases: dict[str, dict[str, list[float]]] = {"rest_semantic": {}, "rest_semantic_cached": {}}
     cpu = measure.CpuSampler()
     for start in range(0, len(cls.texts), b.block):
         part = cls.part(start, start + b.block)
@@ -358,7 +361,9 @@ async def measure_class(b: Bench, cls: measure.SizeClass, warm_texts: list[str])
                 ("rest_hybrid", part.hybrid_texts, "hybrid"),
                 ("rest_semantic_cached", part.texts, "semantic"),  # the same texts again: cache hits
             ):
-                times, errors, short = await measure.rest_search(b.client, b.tokens, part, texts_, mode, b.k)
+                times, errors, short = await measure.rest_search(
+                    b.client, b.tokens, part, texts_, mode, b.k, phases.get(key)
+                )
                 acc.setdefault(key, []).extend(times)
                 counts = rest_counts.setdefault(key, [0, 0])
                 counts[0] += errors
@@ -372,6 +377,10 @@ async def measure_class(b: Bench, cls: measure.SizeClass, warm_texts: list[str])
     }
     for key, (errors, short) in rest_counts.items():
         entry[key] |= {"errors": errors, "short": short}
+    if b.client is not None:
+        entry["server_phases"] = {
+            key: {name: measure.summary(values) for name, values in by_name.items()} for key, by_name in phases.items()
+        }
     corpora = {email: await measure.user_vectors(b.sessions, email) for email, _ in cls.users}
     entry["recall"] = measure.recall(cls, found, corpora, b.k)
     if cls.users[0][1] >= SWEEP_MIN_ROWS and b.sweep_queries:

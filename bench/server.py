@@ -36,6 +36,7 @@ def start_server(runtime_url: str, data: Path, timeout: float = 180) -> Server:
         "ENGRAM_HOST": "127.0.0.1",
         "ENGRAM_PUBLIC_URL": f"http://127.0.0.1:{port}",
         "ENGRAM_LOG_FORMAT": "json",
+        "ENGRAM_SERVER_TIMING": "true",  # the server's own split of each request's time
     }
     env.pop("ENGRAM_DATABASE_ADMIN_URL", None)
     log_path = data / "server.log"

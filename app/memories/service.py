@@ -50,6 +50,7 @@ from app.memories.schemas import (
 )
 from app.problems import ProblemError, bad_request, not_found
 from app.settings import Settings
+from app.system.timing import phase
 from app.users.service import Caller
 
 LIST_DEFAULT_STATES = ("active", "paused")
@@ -261,41 +262,39 @@ class MemoryService:
         query = query.strip()
         if not query:
             raise bad_request("The search query is empty.")
-        clauses = search.filter_clauses(filters, search.ACTIVE_ONLY)
-        if mode == "keyword":
-            ids = await search.keyword(self.session, query, limit, clauses)
-            ranked = search.reciprocal_rank_fusion(ids)
-            similarities: dict[uuid.UUID, float] = {}
-            vector = None
-        else:
-            vector = await self.embedder.embed_query(query)
-            if mode == "semantic":
-                nearest = await search.nearest(self.session, vector, limit, clauses, exact=self._exact_route())
-                ranked = [(i, 1.0 - d) for i, d in nearest]
-                similarities = dict(ranked)
-            else:
-                pool = max(limit * 4, 40)
-                nearest = await search.nearest(self.session, vector, pool, clauses, exact=self._exact_route())
-                ids = await search.keyword(self.session, query, pool, clauses)
-                ranked = search.reciprocal_rank_fusion([i for i, _ in nearest], ids)
-                similarities = {i: 1.0 - d for i, d in nearest}
-        ranked = ranked[:limit]
-        rows = await self._by_ids([i for i, _ in ranked])
-        missing = [i for i, _ in ranked if i not in similarities and i in rows]
-        if missing and vector is not None:
-            for i, d in (
-                await self.session.execute(
-                    select(Memory.id, Memory.embedding.cosine_distance(vector)).where(Memory.id.in_(missing))
-                )
-            ).all():
-                similarities[i] = 1.0 - float(d)
-        hits_rows = [(rows[i], score) for i, score in ranked if i in rows]
-        outs = await self._out([m for m, _ in hits_rows])
+        vector = None
+        if mode != "keyword":
+            with phase("embed"):
+                vector = await self.embedder.embed_query(query, cache_scope=self.caller.email)
+        with phase("search"):
+            rows = await search.find(
+                self.session,
+                mode=mode,
+                query=query,
+                query_vector=vector,
+                limit=limit,
+                filters=filters,
+                exact=self._exact_route(),
+                access=search.AccessRecord(self.caller.email, self.caller.app_id, self.caller.client_id),
+            )
         hits = [
-            SearchHit(memory=o, score=round(score, 6), similarity=round(similarities.get(o.id, 0.0), 6))
-            for o, (_, score) in zip(outs, hits_rows, strict=True)
+            SearchHit(
+                memory=MemoryOut(
+                    id=r.id,
+                    content=r.content,
+                    metadata=r.metadata,
+                    tags=list(r.tags),
+                    state=r.state,
+                    app=AppRef(id=r.app_id, name=r.app_name) if r.app_id is not None else None,
+                    created_at=r.created_at,
+                    updated_at=r.updated_at,
+                    archived_at=r.archived_at,
+                ),
+                score=round(float(r.score), 6),
+                similarity=round(float(r.similarity), 6),
+            )
+            for r in rows
         ]
-        await self._log_access([h.memory.id for h in hits], "search")
         return SearchResult(hits=hits, mode=mode)
 
     async def list_memories(

@@ -125,3 +125,132 @@ async def test_the_exact_route_never_uses_the_hnsw_index(
 async def test_runtime_connections_never_reuse_generic_plans(runtime_engine: AsyncEngine) -> None:
     async with runtime_engine.connect() as conn:
         assert await conn.scalar(text("SHOW plan_cache_mode")) == "force_custom_plan"
+
+
+# --- find: the whole search in one statement --------------------------------------------------
+async def _access_rows(sessions: async_sessionmaker[AsyncSession], email: str) -> list[tuple[uuid.UUID, str]]:
+    async with bound_session(sessions, Identity(email)) as s:
+        rows = await s.execute(text("SELECT memory_id, operation FROM memory_access_log ORDER BY id"))
+        return [(r.memory_id, r.operation) for r in rows]
+
+
+@pytest.mark.parametrize("exact", [True, False])
+async def test_find_semantic_returns_the_nearest_rows_and_logs_each_hit(
+    sessions: async_sessionmaker[AsyncSession],
+    population: dict[str, tuple[list[uuid.UUID], np.ndarray]],
+    exact: bool,
+) -> None:
+    email = next(e for e in population if e.startswith("small"))
+    ids, vectors = population[email]
+    query = _unit(np.random.default_rng(17).normal(size=(1, DIM)))[0].astype(np.float32)
+    before = await _access_rows(sessions, email)
+    async with bound_session(sessions, Identity(email, "test"), ef_search=1000) as s:
+        rows = await search.find(
+            s,
+            mode="semantic",
+            query="ignored in semantic mode",
+            query_vector=query,
+            limit=K,
+            filters=None,
+            exact=exact,
+            access=search.AccessRecord(email, None, "test"),
+        )
+    assert [r.id for r in rows] == _exact_top(ids, vectors, query)
+    similarities = dict(zip(ids, (vectors @ query).tolist(), strict=True))
+    for r in rows:
+        assert r.score == pytest.approx(similarities[r.id], abs=1e-5)
+        assert r.similarity == r.score
+        assert r.content.startswith("synthetic ")
+    after = await _access_rows(sessions, email)
+    assert sorted(after[len(before) :]) == sorted((r.id, "search") for r in rows)
+
+
+@pytest.fixture(scope="module")
+async def fruit(sessions: async_sessionmaker[AsyncSession]) -> tuple[str, dict[uuid.UUID, str], np.ndarray]:
+    """A user whose memories match a keyword query with different strengths."""
+    email = f"fruit-{uuid.uuid4().hex[:6]}@example.com"
+    vectors = _unit(np.random.default_rng(23).normal(size=(30, DIM))).astype(np.float32)
+    contents = [f"note {i}" + " apple" * (i % 4) + (" banana" if i % 3 == 0 else "") for i in range(30)]
+    ids = [uuid7() for _ in contents]
+    async with bound_session(sessions, Identity(email, "test")) as s:
+        await s.execute(text("INSERT INTO users (email) VALUES (:e)"), {"e": email})
+        for n, (i, content, vector) in enumerate(zip(ids, contents, vectors, strict=True)):
+            await s.execute(
+                text(
+                    "INSERT INTO memories (id, owner_email, content, content_hash, embedding, created_at) "
+                    "VALUES (:id, :e, :c, :h, CAST(:v AS vector), now() - make_interval(secs => :n))"
+                ),
+                {"id": i, "e": email, "c": content, "h": f"fruit-{n}", "v": _literal(vector), "n": n},
+            )
+    return email, dict(zip(ids, contents, strict=True)), vectors
+
+
+async def _keyword_ranking(sessions: async_sessionmaker[AsyncSession], email: str, query: str) -> list[uuid.UUID]:
+    async with bound_session(sessions, Identity(email)) as s:
+        rows = await s.execute(
+            text(
+                "SELECT id FROM memories WHERE content_tsv @@ websearch_to_tsquery('english', :q) "
+                "ORDER BY ts_rank_cd(content_tsv, websearch_to_tsquery('english', :q)) DESC, created_at DESC, id"
+            ),
+            {"q": query},
+        )
+        return [r.id for r in rows]
+
+
+async def test_find_hybrid_fuses_both_rankings_by_reciprocal_rank(
+    sessions: async_sessionmaker[AsyncSession], fruit: tuple[str, dict[uuid.UUID, str], np.ndarray]
+) -> None:
+    email, contents, vectors = fruit
+    ids = list(contents)
+    query_text = "apple banana"
+    query = _unit(np.random.default_rng(29).normal(size=(1, DIM)))[0].astype(np.float32)
+    keyword = await _keyword_ranking(sessions, email, query_text)
+    assert 3 <= len(keyword) < len(ids)  # a real mix: some rows match the words, most do not
+    by_vector = [ids[i] for i in np.argsort(1.0 - vectors @ query)]
+    # Reciprocal rank fusion, written out: 1/(60 + rank) summed over the rankings; ties keep the
+    # order of first appearance (the vector ranking first, then keyword-only rows).
+    scores: dict[uuid.UUID, float] = {}
+    for ranking in (by_vector, keyword):
+        for position, memory_id in enumerate(ranking, start=1):
+            scores[memory_id] = scores.get(memory_id, 0.0) + 1.0 / (60 + position)
+    expected = sorted(scores, key=lambda i: -scores[i])[:5]
+    async with bound_session(sessions, Identity(email, "test")) as s:
+        rows = await search.find(
+            s,
+            mode="hybrid",
+            query=query_text,
+            query_vector=query,
+            limit=5,
+            filters=None,
+            exact=True,
+            access=None,
+        )
+    assert [r.id for r in rows] == expected
+    similarities = dict(zip(ids, (vectors @ query).tolist(), strict=True))
+    for r in rows:
+        assert r.score == pytest.approx(scores[r.id])
+        assert r.similarity == pytest.approx(similarities[r.id], abs=1e-5)
+        assert r.content == contents[r.id]
+
+
+async def test_find_keyword_ranks_by_text_and_reports_no_similarity(
+    sessions: async_sessionmaker[AsyncSession], fruit: tuple[str, dict[uuid.UUID, str], np.ndarray]
+) -> None:
+    email, _, _ = fruit
+    keyword = await _keyword_ranking(sessions, email, "apple banana")
+    before = await _access_rows(sessions, email)
+    async with bound_session(sessions, Identity(email, "test")) as s:
+        rows = await search.find(
+            s,
+            mode="keyword",
+            query="apple banana",
+            query_vector=None,
+            limit=3,
+            filters=None,
+            exact=True,
+            access=search.AccessRecord(email, None, "test"),
+        )
+    assert [r.id for r in rows] == keyword[:3]
+    assert [r.score for r in rows] == pytest.approx([1 / 61, 1 / 62, 1 / 63])
+    assert all(r.similarity == 0.0 for r in rows)
+    assert sorted((await _access_rows(sessions, email))[len(before) :]) == sorted((r.id, "search") for r in rows)
