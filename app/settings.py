@@ -117,7 +117,12 @@ class Settings:
     )
     embedding_batch_size: int = setting(64, doc="Most texts embedded in one model call or API request.")
     embedding_cache_size: int = setting(2048, doc="Query embeddings kept in memory (least recently used).")
-    embedding_threads: int | None = setting(None, doc="CPU threads for local inference; unset lets torch decide.")
+    embedding_threads: int | None = setting(
+        None,
+        doc="CPU threads for local inference; unset lets torch decide. Engram also shortens the OpenMP "
+        "threads' busy-wait after each inference (`GOMP_SPINCOUNT=30000`) unless `OMP_WAIT_POLICY` or "
+        "`GOMP_SPINCOUNT` is set in the environment.",
+    )
 
     # --- memories and search -------------------------------------------------------------------
     search_exact_max_rows: int = setting(

@@ -324,6 +324,7 @@ async def measure_class(b: Bench, cls: measure.SizeClass, warm_texts: list[str])
     route = "exact" if cls.users[0][1] <= b.settings.search_exact_max_rows else "hnsw"
     log(f"{cls.name}: {len(cls.users)} users of {cls.users[0][1]:,} memories, {route} route")
     warm = cls.part(0, 0)
+    warm.texts = warm_texts
     warm.vectors, _ = await measure.embed_queries(b.embedder, warm_texts)
     await measure.db_search(b.sessions, b.settings, warm, b.k)
     if b.client is not None:

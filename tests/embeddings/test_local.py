@@ -8,7 +8,7 @@ import pytest
 from numpy.typing import NDArray
 
 from app.embeddings import EmbeddingError
-from app.embeddings.local import LocalEmbedder, model_directory
+from app.embeddings.local import GOMP_SPINCOUNT, LocalEmbedder, model_directory, shorten_openmp_spin
 from app.settings import Settings
 
 
@@ -94,3 +94,15 @@ async def test_event_loop_keeps_running_during_inference(embedder: LocalEmbedder
     # Inference on the loop would show up as one gap as long as the whole call.
     assert len(ticks) > 10
     assert np.diff(ticks).max() < elapsed / 4
+
+
+def test_openmp_spin_is_shortened_unless_the_user_chose_a_wait_policy() -> None:
+    environ: dict[str, str] = {}
+    shorten_openmp_spin(environ)
+    assert environ == {"GOMP_SPINCOUNT": str(GOMP_SPINCOUNT)}
+    chosen = {"GOMP_SPINCOUNT": "5"}
+    shorten_openmp_spin(chosen)
+    assert chosen == {"GOMP_SPINCOUNT": "5"}
+    passive = {"OMP_WAIT_POLICY": "PASSIVE"}
+    shorten_openmp_spin(passive)
+    assert passive == {"OMP_WAIT_POLICY": "PASSIVE"}
