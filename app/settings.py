@@ -128,7 +128,7 @@ class Settings:
     search_exact_max_rows: int = setting(
         25000,
         doc="Users with at most this many memories are searched with an exact scan of their own rows "
-        "(recall 1.0; about 50 ms at 20,000 memories on 2 cores); larger users go through the HNSW index "
+        "(recall 1.0; about 25 ms at 20,000 memories on 2 cores); larger users go through the HNSW index "
         "with an iterative scan (faster, but recall 0.87 measured for a 20,000-memory user at 1M rows; "
         "see docs/benchmarks.md).",
     )

@@ -2,7 +2,7 @@
 
 Routing follows the measurements in docs/architecture.md: a user with at most
 `search_exact_max_rows` memories is searched exactly (a MATERIALIZED CTE that cannot use the HNSW
-index, so the owner btree of the RLS policy drives it: recall 1.0, about 3 µs per row); larger
+index, so the owner btree of the RLS policy drives it: recall 1.0, about 1 µs per row); larger
 users go through HNSW with `hnsw.iterative_scan = relaxed_order` (set when the transaction is
 bound) and the outer result is re-sorted. The two routes are two distinct SQL texts, so a plan
 cached for one user never serves the other route.
