@@ -191,6 +191,12 @@ class Settings:
     oidc_scopes: str = setting(
         "openid email profile", doc="Scopes Engram asks the provider for (space-separated; add `groups` if needed)."
     )
+    oidc_token_auth_method: Literal["auto", "client_secret_basic", "client_secret_post"] = setting(
+        "auto",
+        doc="How Engram authenticates at the provider's token endpoint. `auto`: HTTP Basic when the "
+        "discovery document lists it, the form post when only that is listed. Set `client_secret_post` "
+        "when the provider offers both but Engram's application there is set to post (Auth0's default).",
+    )
     oidc_email_claim: str = setting("email", doc="ID-token (or userinfo) claim that holds the email address.")
     oidc_require_email_verified: bool = setting(
         False,

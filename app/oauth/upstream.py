@@ -226,6 +226,14 @@ class UpstreamOIDC:
         access_token = tokens.get("access_token")
         return await self._identity(metadata, claims, access_token if isinstance(access_token, str) else None)
 
+    def _token_auth_method(self, metadata: ProviderMetadata) -> str:
+        chosen = self._settings.oidc_token_auth_method
+        if chosen != "auto":
+            return chosen
+        methods = metadata.token_endpoint_auth_methods
+        post_only = "client_secret_basic" not in methods and "client_secret_post" in methods
+        return "client_secret_post" if post_only else "client_secret_basic"
+
     async def _exchange(
         self, metadata: ProviderMetadata, code: str, code_verifier: str, redirect_uri: str
     ) -> dict[str, Any]:
@@ -237,9 +245,7 @@ class UpstreamOIDC:
             "code_verifier": code_verifier,
         }
         headers = {"Accept": "application/json"}
-        methods = metadata.token_endpoint_auth_methods
-        post_only = "client_secret_basic" not in methods and "client_secret_post" in methods
-        method = "client_secret_post" if post_only else "client_secret_basic"
+        method = self._token_auth_method(metadata)
         if method == "client_secret_post":
             form |= {"client_id": self._client_id, "client_secret": self._client_secret}
         else:
@@ -260,7 +266,8 @@ class UpstreamOIDC:
             raise UpstreamError(
                 MISCONFIGURED,
                 f"token endpoint {url} answered {described} for client id {self._client_id!r} with "
-                f"{method}: {_CLIENT_HINT}",
+                f"{method}: {_CLIENT_HINT}, and that the application at the provider accepts {method} "
+                f"(ENGRAM_OIDC_TOKEN_AUTH_METHOD picks client_secret_basic or client_secret_post)",
                 reason="client_rejected",
             )
         if error == "invalid_grant":

@@ -10,6 +10,7 @@
 //                           becomes `native`, so devInteractions asks for consent every time; Authentik does
 //                           this with a `regex` redirect URI)
 //   IDP_CLIENT_AUTH_METHOD  client_secret_basic (default) | client_secret_post
+//   IDP_ADVERTISE_AUTH_METHODS own (default: discovery lists what the client may use) | both
 //   IDP_ID_TOKEN_ALG        RS256 (default) | HS256 (signed with the client secret, empty JWKS: Authentik
 //                           without a signing key)
 //   IDP_SIGNING_KEY         published (default) | unpublished (tokens are signed with a second RSA key that
@@ -125,6 +126,8 @@ function authentikConfiguration(port) {
   const redirectUris = list(env.IDP_REDIRECT_URIS);
   if (redirectUris.length === 0) fail('IDP_REDIRECT_URIS is required in authentik mode');
   const authMethod = env.IDP_CLIENT_AUTH_METHOD ?? 'client_secret_basic';
+  // Auth0's way: discovery lists both methods, the application accepts only the one it is set to.
+  const advertiseBoth = (env.IDP_ADVERTISE_AUTH_METHODS ?? 'own') === 'both';
   const idTokenAlg = env.IDP_ID_TOKEN_ALG ?? 'RS256';
   if (!['RS256', 'HS256'].includes(idTokenAlg)) fail('IDP_ID_TOKEN_ALG must be RS256 or HS256');
   const signingKey = env.IDP_SIGNING_KEY ?? 'published';
@@ -173,7 +176,8 @@ function authentikConfiguration(port) {
           application_type: anyPort ? 'native' : 'web',
         },
       ],
-      clientAuthMethods: authMethod === 'client_secret_post' ? ['client_secret_post'] : ['client_secret_basic', 'client_secret_post'],
+      clientAuthMethods: authMethod === 'client_secret_post' && !advertiseBoth
+        ? ['client_secret_post'] : ['client_secret_basic', 'client_secret_post'],
       subjectTypes: ['public', 'pairwise'],
       pairwiseIdentifier: async (_ctx, accountId, client) => crypto
         .createHash('sha256').update(`${client.sectorIdentifier}:${accountId}`).digest('hex'),

@@ -233,6 +233,23 @@ async def test_claims_come_from_userinfo_and_post_auth_is_used(userinfo_idp: Idp
     assert error.reason == "group"
 
 
+@pytest.fixture
+def auth0_like_idp(tmp_path: Path) -> Iterator[Idp]:
+    # Discovery lists client_secret_basic and client_secret_post; the application accepts post only.
+    yield from _started(tmp_path, IDP_CLIENT_AUTH_METHOD="client_secret_post", IDP_ADVERTISE_AUTH_METHODS="both")
+
+
+async def test_token_auth_method_can_be_chosen_when_discovery_lists_both(
+    auth0_like_idp: Idp, http: httpx.AsyncClient
+) -> None:
+    error = await refused(auth0_like_idp, http, "alice")
+    assert error.reason == "client_rejected"
+    assert "client_secret_basic" in error.operator_message
+    assert "ENGRAM_OIDC_TOKEN_AUTH_METHOD" in error.operator_message
+    identity = await sign_in(auth0_like_idp, http, "alice", oidc_token_auth_method="client_secret_post")
+    assert identity.email == "alice@example.com"
+
+
 async def test_a_silent_provider_times_out_with_a_clear_message(http: httpx.AsyncClient) -> None:
     async def never_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.read()  # until the client gives up and closes
