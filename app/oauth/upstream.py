@@ -45,6 +45,17 @@ _CLIENT_HINT = "check ENGRAM_OIDC_CLIENT_ID / ENGRAM_OIDC_CLIENT_SECRET"
 _VERIFIER = re.compile(r"[A-Za-z0-9\-._~]{43,128}")
 
 
+# Issuers that also sign as a documented alias. Google: "the value of iss in the ID token is equal
+# to accounts.google.com or https://accounts.google.com".
+_ISSUER_ALIASES = {"https://accounts.google.com": "accounts.google.com"}
+
+
+def accepted_issuers(issuer: str) -> tuple[str, ...]:
+    """The `iss` values an ID token of this provider may carry."""
+    alias = _ISSUER_ALIASES.get(issuer)
+    return (issuer, alias) if alias else (issuer,)
+
+
 class UpstreamError(Exception):
     """The sign-in at the provider failed.
 
@@ -345,7 +356,7 @@ class UpstreamOIDC:
                 key,
                 algorithms=[alg],
                 audience=self._client_id,
-                issuer=self.issuer,
+                issuer=accepted_issuers(self.issuer),
                 leeway=self._settings.jwt_leeway_seconds,
                 options={"require": ["iss", "aud", "exp", "iat", "sub"], "enforce_minimum_key_length": True},
             )

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import secrets
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
+import jwt
 import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from app.oauth.upstream import (
     NOT_IN_GROUP,
@@ -292,3 +296,34 @@ async def test_provider_down_gives_a_user_safe_message(doomed_idp: Idp, http: ht
         await UpstreamOIDC(settings_for(doomed_idp), http).discover()
     assert caught.value.user_message == UNREACHABLE
     assert f"GET {doomed_idp.issuer}.well-known/openid-configuration failed" in caught.value.operator_message
+
+
+def _signed_id_token(iss: str, client_id: str) -> tuple[str, jwt.PyJWK]:
+    private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    now = int(time.time())
+    claims = {"iss": iss, "aud": client_id, "sub": "1234", "iat": now, "exp": now + 300}
+    token = jwt.encode(claims, private, algorithm="RS256", headers={"kid": "k1"})
+    public = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(private.public_key()))
+    return token, jwt.PyJWK({**public, "kid": "k1", "alg": "RS256"})
+
+
+@pytest.mark.parametrize(
+    ("configured", "token_issuer", "accepted"),
+    [
+        ("https://accounts.google.com", "https://accounts.google.com", True),
+        ("https://accounts.google.com", "accounts.google.com", True),  # Google's documented legacy form
+        ("https://idp.example.com", "idp.example.com", False),  # no alias for anyone else
+    ],
+)
+async def test_google_id_tokens_may_name_the_legacy_issuer(
+    http: httpx.AsyncClient, configured: str, token_issuer: str, accepted: bool
+) -> None:
+    settings = Settings(oidc_issuer=configured, oidc_client_id="engram-client", oidc_client_secret="s" * 32)
+    upstream = UpstreamOIDC(settings, http)
+    token, key = _signed_id_token(token_issuer, "engram-client")
+    unverified = jwt.decode(token, options={"verify_signature": False})
+    if accepted:
+        assert upstream._decode(token, key, "RS256", unverified)["iss"] == token_issuer
+    else:
+        with pytest.raises(UpstreamError, match="differs from ENGRAM_OIDC_ISSUER"):
+            upstream._decode(token, key, "RS256", unverified)
