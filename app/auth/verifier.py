@@ -5,9 +5,11 @@ One code path for every kind of token, used by the REST API and the MCP endpoint
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 
 import structlog
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.auth import scopes as scope_names
@@ -15,6 +17,8 @@ from app.auth.jwt import IssuerUnavailable, JWTVerifier, TokenInvalid
 from app.auth.principal import Principal, TokenKind
 from app.settings import Settings
 from app.tokens import service as tokens
+
+GRANT_REVOKED = text("SELECT engram_grant_revoked(:g)")
 
 log = structlog.get_logger("engram.auth")
 
@@ -60,6 +64,8 @@ class TokenVerifier:
             principal = await self._personal(token, session)
         else:
             principal = await self._jwt(token, audiences)
+            if principal.kind == "engram":
+                await self._refuse_revoked_grant(principal, session)
         if not email_allowed(self.settings, principal.email):
             raise AuthFailure(
                 403,
@@ -84,6 +90,25 @@ class TokenVerifier:
             client_name=resolved.name,
             token_id=str(resolved.id),
         )
+
+    async def _refuse_revoked_grant(self, principal: Principal, session: AsyncSession | None) -> None:
+        """Engram's access tokens name their sign-in (`sid`, the refresh-token family); once that is
+        revoked — by the user, by the client at /oauth/revoke, or after a replayed code or refresh
+        token — its access tokens stop working too, not only when they expire."""
+        grant = principal.claims.get("sid")
+        if not isinstance(grant, str):
+            return  # issued before grants were named; it expires within access_token_ttl_seconds
+        try:
+            grant_id = uuid.UUID(grant)
+        except ValueError:
+            raise AuthFailure(401, "invalid_token", "The token's sid claim is not a sign-in id.") from None
+        if session is not None:
+            revoked = await session.scalar(GRANT_REVOKED, {"g": grant_id})
+        else:
+            async with self.sessions() as own, own.begin():
+                revoked = await own.scalar(GRANT_REVOKED, {"g": grant_id})
+        if revoked:
+            raise AuthFailure(401, "invalid_token", "This token's sign-in was revoked; sign in again.")
 
     async def _jwt(self, token: str, audiences: list[str]) -> Principal:
         try:

@@ -126,6 +126,8 @@ async def _issue(
             "nbf": now,
             "exp": now + settings.access_token_ttl_seconds,
             "jti": secrets.token_urlsafe(16),
+            # The sign-in (refresh-token family): revoking it refuses this token too (migration 0005).
+            "sid": str(family_id),
         }
     )
     refresh = REFRESH_PREFIX + secrets.token_urlsafe(32)

@@ -2,7 +2,8 @@
 
 Revoking deletes the consent (the next sign-in asks again), revokes every refresh token and
 drops unused authorization codes of that client for the caller. Access tokens already issued
-live until they expire (`access_token_ttl_seconds`); pausing the client stops them at once.
+name their sign-in (`sid`), and the token check refuses those of a revoked one, so they stop at
+once too (tokens issued before they carried `sid` live until they expire).
 Everything runs under row-level security as the caller.
 """
 

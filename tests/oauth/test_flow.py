@@ -193,6 +193,11 @@ async def test_authorization_code_flow_with_rotation_and_reuse_detection(
     assert (await _refresh(api, client["client_id"], first_use.json()["refresh_token"])).json()[
         "error"
     ] == "invalid_grant"
+    # ...including the access token it issued, before that token expires (RFC 6749 §4.1.2).
+    refused = await api.get("/api/v1/me", headers={"Authorization": f"Bearer {first_use.json()['access_token']}"})
+    assert refused.status_code == 401
+    assert 'error="invalid_token"' in refused.headers["www-authenticate"]
+    assert "revoked" in refused.json()["detail"]
 
     async with admin_engine.connect() as conn:
         events = set(
@@ -303,7 +308,9 @@ async def test_confidential_clients_and_revocation(
     client = await _register(api, token_endpoint_auth_method="client_secret_basic")
     secret = client["client_secret"]
     verifier, challenge = _pkce()
-    code = (await _code(live_server, person, client["client_id"], challenge))["code"]
+    code = (await _code(live_server, person, client["client_id"], challenge, resource=live_server.url + "/api/v1"))[
+        "code"
+    ]
     form = {"grant_type": "authorization_code", "code": code, "code_verifier": verifier, "redirect_uri": REDIRECT}
     wrong = await api.post("/oauth/token", data=form, auth=(client["client_id"], "wrong"))
     assert wrong.status_code == 401
@@ -311,8 +318,12 @@ async def test_confidential_clients_and_revocation(
     tokens = await api.post("/oauth/token", data=form, auth=(client["client_id"], secret))
     assert tokens.status_code == 200, tokens.text
     refresh = tokens.json()["refresh_token"]
+    bearer = {"Authorization": f"Bearer {tokens.json()['access_token']}"}
+    assert (await api.get("/api/v1/me", headers=bearer)).status_code == 200
     revoked = await api.post("/oauth/revoke", data={"token": refresh}, auth=(client["client_id"], secret))
     assert revoked.status_code == 200
+    # Revoking the refresh token ends the sign-in: its access token stops working at once.
+    assert (await api.get("/api/v1/me", headers=bearer)).status_code == 401
     again = await api.post(
         "/oauth/token",
         data={"grant_type": "refresh_token", "refresh_token": refresh},
