@@ -100,6 +100,7 @@ _CHECKED_IN_AT = "engram_checked_in_at"
 
 def _on_connect(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
     dbapi_connection.run_async(register_vector_codec)
+    record.info[_CHECKED_IN_AT] = time.monotonic()  # just opened: no ping on its first checkout
 
 
 def _on_checkin(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
