@@ -63,7 +63,8 @@ async def _embed_pending(
     await conn.execute(
         text("UPDATE memories SET embedding_next = CAST(:v AS vector), embedding_next_hash = :h WHERE id = :id"),
         [
-            {"id": r.id, "h": r.content_hash, "v": "[" + ",".join(f"{x:.7g}" for x in v.tolist()) + "]"}
+            # The connection's binary vector codec (app/db/vectors.py) sends the array as it is.
+            {"id": r.id, "h": r.content_hash, "v": v}
             for r, v in zip(rows, vectors, strict=True)
         ],
     )
